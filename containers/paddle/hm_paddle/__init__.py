@@ -1,0 +1,1 @@
+"""ERNIE-ViL (ES / EL) on PaddlePaddle 2.6 dynamic graph."""

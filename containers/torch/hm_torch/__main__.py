@@ -1,0 +1,26 @@
+"""Stages of the torch environment: `python -m hm_torch {train,pretrain} --spec FILE`."""
+
+from __future__ import annotations
+
+import sys
+
+from hm_shared.spec import StageSpec
+from hm_shared.stage_main import run_verb
+
+
+def _train(spec: StageSpec) -> None:
+    from hm_torch.train import train_stage
+
+    train_stage(spec)
+
+
+def _pretrain(spec: StageSpec) -> None:
+    from hm_torch.train import pretrain_stage
+
+    pretrain_stage(spec)
+
+
+VERBS = {"train": _train, "pretrain": _pretrain}
+
+if __name__ == "__main__":
+    sys.exit(run_verb("hm_torch", VERBS))

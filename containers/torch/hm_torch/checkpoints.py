@@ -1,0 +1,461 @@
+"""Loading upstream checkpoints through explicit rename tables.
+
+A loader is a list of `(upstream_key, our_key)` pairs (per-layer pairs generated from format
+strings), read with `torch.load(weights_only=True)`. Every key is accounted for in a `LoadReport`:
+our keys that got no value (missing), upstream keys that went nowhere (unexpected) and shape
+mismatches. Loading fails unless all three are empty or each leftover key matches an allow-list
+pattern that carries its reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from hm_shared.errors import HmDataError
+
+if TYPE_CHECKING:
+    from hm_torch.models.oscar import OscarConfig
+    from hm_torch.models.uniter import UniterConfig
+    from hm_torch.models.visualbert import VisualBertConfig
+
+Pairs = list[tuple[str, str]]
+Adapter = Callable[[Tensor, torch.Size], Tensor]
+
+# Parameters of one post-LN BERT layer, below `encoder.layer.{i}.` (HF / original BERT names).
+_LAYER_MODULES = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "attention.output.LayerNorm",
+    "intermediate.dense",
+    "output.dense",
+    "output.LayerNorm",
+)
+_TEXT_EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+
+
+def linear_pairs(upstream: str, ours: str) -> Pairs:
+    """`weight` and `bias` of one Linear or LayerNorm."""
+    return [(f"{upstream}.{name}", f"{ours}.{name}") for name in ("weight", "bias")]
+
+
+def layer_pairs(upstream_fmt: str, ours_fmt: str, num_layers: int) -> Pairs:
+    """All parameters of `num_layers` BERT layers; the formats take `{i}`."""
+    pairs: Pairs = []
+    for i in range(num_layers):
+        for module in _LAYER_MODULES:
+            pairs += linear_pairs(
+                f"{upstream_fmt.format(i=i)}.{module}", f"{ours_fmt.format(i=i)}.{module}"
+            )
+    return pairs
+
+
+def bert_pairs(upstream: str, ours: str, num_layers: int) -> Pairs:
+    """Text embeddings, encoder and pooler of a BERT below the given prefixes (`"uniter."` …)."""
+    pairs = [
+        (f"{upstream}embeddings.{name}.weight", f"{ours}embeddings.{name}.weight")
+        for name in _TEXT_EMBEDDINGS
+    ]
+    pairs += linear_pairs(f"{upstream}embeddings.LayerNorm", f"{ours}embeddings.LayerNorm")
+    pairs += layer_pairs(f"{upstream}encoder.layer.{{i}}", f"{ours}encoder.layer.{{i}}", num_layers)
+    pairs += linear_pairs(f"{upstream}pooler.dense", f"{ours}pooler.dense")
+    return pairs
+
+
+def pretraining_head_pairs(upstream: str, ours: str) -> Pairs:
+    """BERT's `cls` heads. The decoder weight is tied to the word embeddings and is not mapped."""
+    pairs = linear_pairs(
+        f"{upstream}predictions.transform.dense", f"{ours}predictions.transform.dense"
+    )
+    pairs += linear_pairs(
+        f"{upstream}predictions.transform.LayerNorm", f"{ours}predictions.transform.LayerNorm"
+    )
+    pairs.append((f"{upstream}predictions.bias", f"{ours}predictions.bias"))
+    pairs += linear_pairs(f"{upstream}seq_relationship", f"{ours}seq_relationship")
+    return pairs
+
+
+def slice_columns(tensor: Tensor, target: torch.Size) -> Tensor:
+    """Keep the first input columns of a Linear weight (vilio: 2054-wide OSCAR layer → 2052)."""
+    if tensor.ndim != 2 or tensor.shape[0] != target[0] or tensor.shape[1] < target[1]:
+        return tensor  # left as is: the report names the mismatch
+    return tensor[:, : target[1]]
+
+
+@dataclass
+class CheckpointFormat:
+    """How one upstream file layout maps onto one of our models."""
+
+    name: str
+    pairs: Pairs
+    allow_missing: Mapping[str, str] = field(default_factory=dict)  # our-key pattern → reason
+    allow_unexpected: Mapping[str, str] = field(default_factory=dict)  # upstream pattern → reason
+    adapters: Mapping[str, Adapter] = field(default_factory=dict)  # our key → reshaping
+    legacy_renames: Mapping[str, str] = field(default_factory=dict)  # key suffix → suffix
+
+
+@dataclass
+class LoadReport:
+    source: str
+    format: str
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    allowed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, limit: int = 20) -> str:
+        def cut(items: list[str]) -> str:
+            more = f" … and {len(items) - limit} more" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        lines = [f"{self.loaded} tensors loaded ({self.format} format)"]
+        if self.missing:
+            lines.append(f"missing (our model expects, the file lacks): {cut(self.missing)}")
+        if self.unexpected:
+            lines.append(f"unexpected (in the file, nowhere to go): {cut(self.unexpected)}")
+        if self.mismatched:
+            shapes = [
+                f"{key} file {tuple(got)} ≠ ours {tuple(want)}"
+                for key, want, got in self.mismatched
+            ]
+            lines.append(f"shape mismatch: {cut(shapes)}")
+        if self.allowed:
+            reasons: dict[str, list[str]] = {}
+            for key, reason in self.allowed:
+                reasons.setdefault(reason, []).append(key)
+            lines += [f"not loaded by design ({why}): {cut(keys)}" for why, keys in reasons.items()]
+        return "; ".join(lines)
+
+    def raise_for_errors(self) -> None:
+        if not self.ok:
+            raise HmDataError(
+                f"checkpoint does not match the model: {self.describe()}. Check that the file is "
+                f"the {self.format} checkpoint named in recipes.toml and the config size matches",
+                self.source,
+            )
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Tensors of a `.pt`/`.pth`/`.bin` (torch, weights only) or `.safetensors` file.
+
+    Unwraps `{"model": state_dict}`, strips DataParallel/SWA `module.` prefixes and drops SWA's
+    `n_averaged` counter."""
+    path = Path(path)
+    if not path.is_file():
+        raise HmDataError("checkpoint file not found", path)
+    try:
+        if path.suffix == ".safetensors":
+            raw: object = load_file(path)
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises several unrelated types on a bad file
+        raise HmDataError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path) from exc
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        raw = raw["model"]
+    if not isinstance(raw, dict) or not raw:
+        raise HmDataError("expected a non-empty dict of tensors (a state_dict)", path)
+    state: dict[str, Tensor] = {}
+    for key, value in raw.items():
+        if key.endswith("n_averaged"):
+            continue
+        if not isinstance(value, Tensor):
+            raise HmDataError(
+                f"key {key!r} holds a {type(value).__name__}, expected a tensor", path
+            )
+        state[key.removeprefix("module.")] = value
+    return state
+
+
+def _matches(key: str, patterns: Mapping[str, str]) -> str | None:
+    for pattern, reason in patterns.items():
+        if fnmatch.fnmatchcase(key, pattern):
+            return reason
+    return None
+
+
+def _tied_keys(model: nn.Module) -> dict[str, str]:
+    """our key → the first key sharing its storage (tied weights appear once in the report)."""
+    first: dict[int, str] = {}
+    tied: dict[str, str] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        ptr = tensor.data_ptr()
+        if ptr in first and tensor.numel():
+            tied[key] = first[ptr]
+        else:
+            first.setdefault(ptr, key)
+    return tied
+
+
+def apply_state_dict(
+    model: nn.Module, state: Mapping[str, Tensor], fmt: CheckpointFormat, source: str
+) -> LoadReport:
+    """Rename `state` by `fmt`, copy it into `model`, and return the full account (not raised)."""
+    report = LoadReport(source=source, format=fmt.name)
+    for old, new in fmt.legacy_renames.items():
+        state = {(k[: -len(old)] + new if k.endswith(old) else k): v for k, v in state.items()}
+    ours = model.state_dict()
+    tied = _tied_keys(model)
+    mapping = dict(fmt.pairs)
+    renamed: dict[str, Tensor] = {}
+    for key in sorted(state):
+        target = mapping.get(key)
+        if target is None or target not in ours:
+            reason = _matches(key, fmt.allow_unexpected)
+            if reason is None:
+                report.unexpected.append(key)
+            else:
+                report.allowed.append((key, reason))
+            continue
+        tensor = state[key]
+        if target in fmt.adapters:
+            tensor = fmt.adapters[target](tensor, ours[target].shape)
+        if tensor.shape != ours[target].shape:
+            report.mismatched.append((key, tuple(ours[target].shape), tuple(tensor.shape)))
+            continue
+        renamed[target] = tensor
+    for key in ours:
+        if key in renamed or tied.get(key) in renamed:
+            continue
+        reason = _matches(key, fmt.allow_missing)
+        if reason is None:
+            report.missing.append(key)
+        else:
+            report.allowed.append((key, reason))
+    model.load_state_dict(renamed, strict=False)
+    report.loaded = len(renamed)
+    return report
+
+
+def load_checkpoint(model: nn.Module, path: Path, fmt: CheckpointFormat) -> LoadReport:
+    """Load `path` into `model` through `fmt`; raises `HmDataError` naming every unaccounted key."""
+    report = apply_state_dict(model, read_state_dict(path), fmt, str(path))
+    report.raise_for_errors()
+    return report
+
+
+NATIVE_MARK = "hm_torch"
+
+
+def save_native(model: nn.Module, path: Path, config: dict[str, object]) -> None:
+    """Our checkpoint format: safetensors with the model class and its config as metadata;
+    written to a temp file and renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    metadata = {"format": NATIVE_MARK, "model": type(model).__name__, "config": json.dumps(config)}
+    tied = _tied_keys(model)  # a tied weight is stored once, under its first name
+    state = {
+        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied
+    }
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def native_metadata(path: Path) -> dict[str, str]:
+    """Metadata of a `.safetensors` file (empty for other files)."""
+    if Path(path).suffix != ".safetensors":
+        return {}
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
+def is_native(path: Path) -> bool:
+    return native_metadata(path).get("format") == NATIVE_MARK
+
+
+def native_format(
+    model: nn.Module, keep: Iterable[str], allow_unexpected: Mapping[str, str]
+) -> CheckpointFormat:
+    """Our own files (a task-pretraining output): identity pairs for our keys under the `keep`
+    prefixes; our other top-level modules may stay as initialised."""
+    prefixes = tuple(keep)
+    keys = list(model.state_dict())
+    others = sorted({k.split(".")[0] for k in keys if not k.startswith(prefixes)})
+    return CheckpointFormat(
+        name="native",
+        pairs=[(k, k) for k in keys if k.startswith(prefixes)],
+        allow_missing={f"{top}.*": "task head: intentionally random" for top in others},
+        allow_unexpected=allow_unexpected,
+    )
+
+
+_HEAD_RANDOM = "task head: intentionally random (trained from scratch, as upstream)"
+_TIED = "tied to the word embeddings"
+
+
+def uniter_format(config: UniterConfig) -> CheckpointFormat:
+    """`uniter-{base,large}.pt` (ChenRocks/UNITER `ModelSaver`) → `UniterForHatefulMemes`."""
+    pairs = bert_pairs("uniter.", "uniter.", config.num_hidden_layers)
+    for module in ("img_linear", "img_layer_norm", "pos_linear", "pos_layer_norm", "LayerNorm"):
+        pairs += linear_pairs(f"uniter.img_embeddings.{module}", f"uniter.img_embeddings.{module}")
+    pairs.append(
+        (
+            "uniter.img_embeddings.mask_embedding.weight",
+            "uniter.img_embeddings.mask_embedding.weight",
+        )
+    )
+    heads = "UNITER pre-training head, not used for fine-tuning"
+    return CheckpointFormat(
+        name="uniter",
+        pairs=pairs,
+        allow_missing={
+            "classifier.*": _HEAD_RANDOM,
+            "uniter.img_embeddings.mask_embedding.weight": "masked-region pre-training only",
+        },
+        allow_unexpected={
+            f"{top}.*": heads for top in ("cls", "feat_regress", "region_classifier", "itm_output")
+        },
+        adapters={"uniter.img_embeddings.pos_linear.weight": slice_columns},
+        legacy_renames={".gamma": ".weight", ".beta": ".bias"},  # old apex LayerNorm names
+    )
+
+
+def oscar_format(config: OscarConfig, with_heads: bool) -> CheckpointFormat:
+    """Oscar's `pytorch_model.bin` or vilio's `LAST_BO.pth` → `OscarFor{HatefulMemes,Pretraining}`.
+    A 2054-wide `img_embedding` is cut to 2052 when `pos_dim` is 4, as vilio does."""
+    pairs = bert_pairs("bert.", "bert.", config.num_hidden_layers)
+    pairs += linear_pairs("bert.img_embedding", "bert.img_embedding")
+    unexpected: dict[str, str] = {}
+    if config.use_img_layernorm:
+        pairs += linear_pairs("bert.LayerNorm", "bert.LayerNorm")
+    else:
+        unexpected["bert.LayerNorm.*"] = "vilio's OSCAR has no image LayerNorm"
+    missing = {"classifier.*": _HEAD_RANDOM}
+    if with_heads:
+        pairs += pretraining_head_pairs("cls.", "cls.")
+        unexpected["cls.predictions.decoder.weight"] = _TIED
+        missing = {"cls.*": "pre-training heads absent from the file are initialised randomly"}
+    else:
+        unexpected["cls.*"] = "pre-training heads, not used for fine-tuning"
+    return CheckpointFormat(
+        name="oscar",
+        pairs=pairs,
+        allow_missing=missing,
+        allow_unexpected=unexpected,
+        adapters={"bert.img_embedding.weight": slice_columns},
+    )
+
+
+VisualBertLayout = Literal["mmf", "original", "hf"]
+_VISUAL_RENAMES = {  # MMF / original name → transformers' (= our) name
+    "token_type_embeddings_visual": "visual_token_type_embeddings",
+    "position_embeddings_visual": "visual_position_embeddings",
+    "projection": "visual_projection",
+}
+_VISUAL_PREFIXES: dict[str, tuple[str, str]] = {  # layout → (backbone prefix, heads prefix)
+    "mmf": ("model.bert.", "model.cls."),
+    "original": ("bert.bert.", "bert.cls."),
+    "hf": ("visual_bert.", "cls."),
+}
+
+
+def visualbert_format(
+    config: VisualBertConfig, layout: VisualBertLayout, with_heads: bool
+) -> CheckpointFormat:
+    """MMF `model.pth`, original uclanlp `.th` or HF VisualBERT → `VisualBertFor{HatefulMemes,
+    Pretraining}`."""
+    backbone, heads = _VISUAL_PREFIXES[layout]
+    pairs = bert_pairs(backbone, "visual_bert.", config.num_hidden_layers)
+    for theirs, ours in _VISUAL_RENAMES.items():
+        name = theirs if layout != "hf" else ours
+        suffixes = ("weight", "bias") if ours == "visual_projection" else ("weight",)
+        pairs += [
+            (f"{backbone}embeddings.{name}.{p}", f"visual_bert.embeddings.{ours}.{p}")
+            for p in suffixes
+        ]
+    unexpected = {
+        f"{heads}predictions.decoder.weight": _TIED,
+        f"{heads}predictions.decoder.bias": "a copy of cls.predictions.bias",
+        "bert.classifier.*": "head of another task in an original VisualBERT file",
+        "detector.*": "MMF detector weights; we read extracted region features",
+    }
+    if with_heads:
+        pairs += pretraining_head_pairs(heads, "cls.")
+        missing = {"cls.*": "pre-training heads absent from the file are initialised randomly"}
+    else:
+        unexpected[f"{heads}*"] = "pre-training heads, not used for fine-tuning"
+        missing = {"head.*": _HEAD_RANDOM}
+    return CheckpointFormat(
+        name=f"visualbert-{layout}", pairs=pairs, allow_missing=missing, allow_unexpected=unexpected
+    )
+
+
+def detect_visualbert_layout(state: Mapping[str, Tensor], source: str) -> VisualBertLayout:
+    for layout, (backbone, _) in _VISUAL_PREFIXES.items():
+        if f"{backbone}embeddings.word_embeddings.weight" in state:
+            return layout  # type: ignore[return-value]
+    raise HmDataError(
+        "not a VisualBERT checkpoint: no embeddings.word_embeddings.weight under any of "
+        f"{[p for p, _ in _VISUAL_PREFIXES.values()]}",
+        source,
+    )
+
+
+def load_pretrained(model: nn.Module, path: Path) -> LoadReport:
+    """Load an upstream checkpoint, or our own pretraining output, into a U/O/V model.
+
+    The layout is recognised from the keys; `HmDataError` names every unaccounted key."""
+    from hm_torch.models.oscar import OscarForHatefulMemes, OscarForPretraining
+    from hm_torch.models.uniter import UniterForHatefulMemes
+    from hm_torch.models.visualbert import VisualBertForHatefulMemes, VisualBertForPretraining
+
+    state = read_state_dict(path)
+    if is_native(path):
+        backbone = {"uniter": "uniter.", "bert": "bert.", "visual_bert": "visual_bert."}
+        prefixes = [p for p in backbone.values() if any(k.startswith(p) for k in state)]
+        fmt = native_format(model, prefixes, {"cls.*": "pre-training heads, not used here"})
+    elif isinstance(model, UniterForHatefulMemes):
+        fmt = uniter_format(model.config)
+    elif isinstance(model, OscarForHatefulMemes | OscarForPretraining):
+        fmt = oscar_format(model.config, with_heads=isinstance(model, OscarForPretraining))
+    elif isinstance(model, VisualBertForHatefulMemes | VisualBertForPretraining):
+        layout = detect_visualbert_layout(state, str(path))
+        fmt = visualbert_format(model.config, layout, isinstance(model, VisualBertForPretraining))
+    else:
+        raise TypeError(f"no checkpoint format for {type(model).__name__}")
+    report = apply_state_dict(model, state, fmt, str(path))
+    report.raise_for_errors()
+    return report
+
+
+__all__ = [
+    "Adapter",
+    "CheckpointFormat",
+    "LoadReport",
+    "Pairs",
+    "VisualBertLayout",
+    "apply_state_dict",
+    "bert_pairs",
+    "detect_visualbert_layout",
+    "is_native",
+    "layer_pairs",
+    "linear_pairs",
+    "load_checkpoint",
+    "load_pretrained",
+    "native_format",
+    "native_metadata",
+    "oscar_format",
+    "pretraining_head_pairs",
+    "read_state_dict",
+    "save_native",
+    "slice_columns",
+    "uniter_format",
+    "visualbert_format",
+]

@@ -1,0 +1,329 @@
+"""Train-stage kits and task pre-training stages of the single-stream models U, O and V.
+
+Inputs of a stage (docs/architecture.md §7): `prepared`, `features` (a region-feature store),
+`weights` (data/weights, full profile: the upstream checkpoint and BERT vocabulary named by the
+params) and, for O and V, `pretrained` (the task pre-training output: `model.safetensors` plus the
+`vocab.txt` its ids belong to). In the smoke profile nothing is downloaded: the model is a tiny
+random one and the vocabulary is trained on the training texts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from hm_shared.dataset import Meme
+from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
+from hm_shared.features import FeatureStore
+from hm_shared.spec import StageSpec
+from hm_torch.checkpoints import load_pretrained, native_metadata, save_native
+from hm_torch.data import read_split
+from hm_torch.engine import ModelKit, TrainConfig, Trainer, seed_everything
+from hm_torch.models.layers import BertSettings
+from hm_torch.models.oscar import OscarConfig, OscarForHatefulMemes, OscarForPretraining
+from hm_torch.models.uniter import UniterConfig, UniterForHatefulMemes
+from hm_torch.models.visualbert import (
+    VisualBertConfig,
+    VisualBertForHatefulMemes,
+    VisualBertForPretraining,
+)
+from hm_torch.pretraining import corrupt_batch, pretraining_loss
+from hm_torch.regions import PositionKind, RegionDataset, collate_regions
+from hm_torch.tokenization import TextTokenizer, load_tokenizer, train_vocab
+
+Size = Literal["tiny", "base", "large"]
+
+
+@dataclass(frozen=True)
+class RegionModelParams:
+    """Model params of a U/O/V stage (recipe `[models.X.params]` minus the engine's)."""
+
+    size: Size = "large"
+    # "" means None: a TOML smoke table cannot unset a key of the full-profile params
+    checkpoint: str | None = None  # upstream file under data/weights; None: random init
+    vocab: str | None = None  # BERT vocab.txt under data/weights; None: train one (smoke)
+    vocab_size: int = 100  # size of a trained vocabulary
+    lowercase: bool = True  # False for U's bert-large-cased vocabulary
+    max_len: int = 128
+    max_regions: int = 100
+    pos_dim: int = 4  # O: 4 (vilio, 2052 wide) or 6 (the released 2054-wide layer)
+    object_tags: bool = False  # O: append the regions' object names as a second segment
+    tag_vocab: str = "objects_vocab.txt"  # the detector's 1600 VG class names, one a line
+    head: Literal["layer_average", "pooled"] = "layer_average"  # V only
+    text_only: bool = False  # ablation: every meme gets zero regions
+    itm: bool = True  # pre-training: image-text matching besides masked words
+    word_mask_rate: float = 0.15
+    region_mask_rate: float = 0.15
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "vocab"):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], where: str) -> RegionModelParams:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise SpecError(f"{where}: unknown model param(s) {unknown}; valid: {sorted(known)}")
+        try:
+            return cls(**params)
+        except TypeError as exc:
+            raise SpecError(f"{where}: bad model params: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Family:
+    config: type[BertSettings]
+    model: type[nn.Module]
+    pretraining: type[nn.Module] | None
+    position: PositionKind
+
+
+FAMILIES: dict[str, _Family] = {
+    "U": _Family(UniterConfig, UniterForHatefulMemes, None, "uniter7"),
+    "O": _Family(OscarConfig, OscarForHatefulMemes, OscarForPretraining, "xyxy4"),
+    "V": _Family(VisualBertConfig, VisualBertForHatefulMemes, VisualBertForPretraining, "none"),
+}
+
+
+def _weights_file(spec: StageSpec, name: str, what: str) -> Path:
+    if "weights" not in spec.inputs:
+        raise MissingWeightsError(
+            f"stage {spec.stage}: {what} {name!r} is read from the input 'weights' (data/weights), "
+            "which this spec lacks; the full profile passes it"
+        )
+    path = spec.path("weights") / name
+    if not path.is_file():
+        raise MissingWeightsError(f"{what} not found; see recipes.toml for where to get it", path)
+    return path
+
+
+def _config(
+    letter: str, params: RegionModelParams, store: FeatureStore, vocab_size: int
+) -> BertSettings:
+    family = FAMILIES[letter]
+    config = getattr(family.config, params.size)()
+    changes: dict[str, Any] = {}
+    if params.vocab is None:
+        changes["vocab_size"] = vocab_size  # a trained vocabulary sets the table size
+    if letter == "U":
+        changes["img_dim"] = store.feature_dim
+    elif letter == "O":
+        changes |= {"feature_dim": store.feature_dim, "pos_dim": params.pos_dim}
+    else:
+        changes |= {"visual_embedding_dim": store.feature_dim, "head": params.head}
+    return config.replace(**changes)
+
+
+def _position(letter: str, params: RegionModelParams) -> PositionKind:
+    if letter == "O":
+        return "xyxy4" if params.pos_dim == 4 else "xyxywh6"
+    return FAMILIES[letter].position
+
+
+def _tag_names(spec: StageSpec, params: RegionModelParams) -> list[str] | None:
+    if not params.object_tags:
+        return None
+    if "weights" not in spec.inputs:  # smoke: no class-name file; ids stand in for names
+        return [f"object{i}" for i in range(1600)]
+    path = _weights_file(spec, params.tag_vocab, "object vocabulary")
+    # the detector's vocab lists synonyms separated by commas; the first name is the tag
+    return [line.split(",")[0] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _tokenizer(
+    spec: StageSpec, params: RegionModelParams, texts: Sequence[str], vocab_dir: Path | None
+) -> TextTokenizer:
+    if vocab_dir is not None:  # a pre-trained model's ids belong to its own vocabulary
+        return load_tokenizer(vocab_dir / "vocab.txt", params.lowercase, params.max_len)
+    if params.vocab is not None:
+        vocab = _weights_file(spec, params.vocab, "BERT vocabulary")
+        shutil.copyfile(vocab, spec.output_dir / "vocab.txt")  # predictions need the same ids
+        return load_tokenizer(vocab, params.lowercase, params.max_len)
+    vocab = train_vocab(texts, spec.output_dir, params.vocab_size, params.lowercase)
+    return load_tokenizer(vocab, params.lowercase, params.max_len)
+
+
+def _build(
+    spec: StageSpec,
+    letter: str,
+    params: RegionModelParams,
+    texts: Sequence[str],
+    pretraining: bool,
+) -> tuple[nn.Module, TextTokenizer, FeatureStore]:
+    family = FAMILIES[letter]
+    store = FeatureStore(spec.path("features"))
+    pretrained = (
+        spec.path("pretrained") / "model.safetensors"
+        if (not pretraining and "pretrained" in spec.inputs)
+        else None
+    )
+    tokenizer = _tokenizer(spec, params, texts, pretrained.parent if pretrained else None)
+    if pretrained is not None:
+        meta = native_metadata(pretrained)
+        if "config" not in meta:
+            raise HmDataError("not a task pre-training output of hm_torch (no config)", pretrained)
+        config = family.config.from_dict(json.loads(meta["config"]), str(pretrained))
+        if letter == "V":
+            config = config.replace(head=params.head)
+    else:
+        config = _config(letter, params, store, tokenizer.vocab_size)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise HmDataError(
+            f"vocabulary has {tokenizer.vocab_size} tokens, the model's table "
+            f"{config.vocab_size}; use the vocabulary of the checkpoint",
+            tokenizer.vocab_file,
+        )
+    cls = family.pretraining if pretraining else family.model
+    assert cls is not None
+    model = cls(config)
+    source = pretrained
+    if source is None and params.checkpoint is not None:
+        source = _weights_file(spec, params.checkpoint, "pretrained checkpoint")
+    if source is not None:
+        report = load_pretrained(model, source)
+        # the stage log names what was loaded and which heads start from random init
+        print(f"{source}: {report.describe(limit=8)}", file=sys.stderr, flush=True)
+    return model, tokenizer, store
+
+
+def _dataset_factory(
+    spec: StageSpec,
+    letter: str,
+    params: RegionModelParams,
+    tokenizer: TextTokenizer,
+    store: FeatureStore,
+) -> Callable[[Sequence[Meme]], RegionDataset]:
+    tags = _tag_names(spec, params)
+    position = _position(letter, params)
+    source = str(spec.path("features"))
+
+    def dataset(memes: Sequence[Meme]) -> RegionDataset:
+        return RegionDataset(
+            memes, store, tokenizer, position, params.max_regions, tags, params.text_only, source
+        )
+
+    return dataset
+
+
+def build_region_model(
+    letter: str,
+) -> Callable[[StageSpec, dict[str, Any], Sequence[Meme]], ModelKit]:
+    def build(spec: StageSpec, model_params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
+        params = RegionModelParams.from_params(model_params, f"stage {spec.stage}")
+        model, tokenizer, store = _build(spec, letter, params, [m.text for m in train], False)
+        factory = _dataset_factory(spec, letter, params, tokenizer, store)
+        return ModelKit(model=model, collate=collate_regions, dataset=factory)
+
+    return build
+
+
+def build_uniter(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
+    return build_region_model("U")(spec, params, train)
+
+
+def build_oscar(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
+    return build_region_model("O")(spec, params, train)
+
+
+def build_visualbert(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
+    return build_region_model("V")(spec, params, train)
+
+
+class PretrainingLoss:
+    """The engine's `loss_fn`: corrupt the batch (on cpu, from the global RNG the engine seeds
+    and checkpoints), then MLM (+ ITM) cross-entropy."""
+
+    def __init__(self, tokenizer: TextTokenizer, params: RegionModelParams, itm: bool) -> None:
+        self.special_ids = tokenizer.special_ids
+        self.mask_id = tokenizer.mask_id
+        self.vocab_size = tokenizer.vocab_size
+        self.params = params
+        self.itm = itm
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        device = batch["input_ids"].device
+        seed = int(torch.randint(0, 2**62, (1,)))
+        cpu = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in batch.items()}
+        corrupted = corrupt_batch(
+            cpu,
+            special_ids=self.special_ids,
+            mask_id=self.mask_id,
+            vocab_size=self.vocab_size,
+            generator=torch.Generator().manual_seed(seed),
+            itm=self.itm,
+            word_rate=self.params.word_mask_rate,
+            region_rate=self.params.region_mask_rate,
+        )
+        on_device = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in corrupted.items()}
+        return pretraining_loss(model, on_device)[0]
+
+
+def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
+    def pretrain(spec: StageSpec) -> None:
+        from hm_torch.train import stage_device
+
+        engine_names = {f.name for f in dataclasses.fields(TrainConfig)}
+        stage_names = {"model", "run", "features", "extra_features", "fit", "predict", "valid"}
+        engine = {k: v for k, v in spec.params.items() if k in engine_names}
+        model_params = {
+            k: v for k, v in spec.params.items() if k not in engine_names and k not in stage_names
+        }
+        where = f"stage {spec.stage}"
+        params = RegionModelParams.from_params(model_params, where)
+        try:  # upstream pre-training: 5 % warm-up, cosine, clip 1, drop_last
+            config = TrainConfig(
+                **{
+                    "warmup": 0.05,
+                    "schedule": "cosine",
+                    "clip": 1.0,
+                    "drop_last": True,
+                    "batch_size": 16,
+                    **engine,
+                }
+            )
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{where}: bad train params: {exc}") from exc
+        memes = read_split(spec.path("prepared"), "pretrain")
+        device = stage_device(spec)
+        seed_everything(config.seed, device)  # the heads' random init depends on it
+        model, tokenizer, store = _build(spec, letter, params, [m.text for m in memes], True)
+        dataset = _dataset_factory(spec, letter, params, tokenizer, store)(memes)
+        loss = PretrainingLoss(tokenizer, params, itm=params.itm)
+        trainer = Trainer(
+            model,
+            config,
+            collate_regions,
+            work_dir=spec.output_dir,
+            device=device,
+            loss_fn=loss,
+        )
+        final = trainer.fit(dataset, None)
+        if not (spec.output_dir / "vocab.txt").exists():
+            shutil.copyfile(tokenizer.vocab_file, spec.output_dir / "vocab.txt")
+        save_native(final.cpu(), spec.output_dir / "model.safetensors", model.config.to_dict())
+        trainer.finish()
+
+    return pretrain
+
+
+__all__ = [
+    "FAMILIES",
+    "PretrainingLoss",
+    "RegionModelParams",
+    "build_oscar",
+    "build_region_model",
+    "build_uniter",
+    "build_visualbert",
+    "pretrain_region_model",
+]

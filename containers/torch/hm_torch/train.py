@@ -1,0 +1,135 @@
+"""The train and pretrain stages (docs/architecture.md §2.2): params → model kit → engine →
+predictions, weights, metrics.
+
+Output directory (the attempt dir, `spec.output_dir`):
+    predictions/<split>.csv   id,proba,label for every split in params.predict
+    model.safetensors         final weights
+    log.jsonl                 training log (hm_torch.engine)
+    metrics.json              AUROC/accuracy/loss of every labelled predicted split and of valid
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from hm_shared.errors import SpecError
+from hm_shared.io import atomic_write_json
+from hm_shared.metrics import accuracy, auroc
+from hm_shared.predictions import Predictions, write_predictions
+from hm_shared.spec import StageSpec
+from hm_torch.data import read_split
+from hm_torch.engine import (
+    TrainConfig,
+    Trainer,
+    evaluate,
+    predict_proba,
+    save_weights,
+    seed_everything,
+)
+from hm_torch.models import MODELS, PRETRAINERS
+
+# params of every train stage that are neither engine settings nor model hyper-parameters
+STAGE_PARAMS = ("model", "run", "seed", "fit", "predict", "valid", "features", "extra_features")
+FITS = ("train", "traindev")
+
+
+def split_params(spec: StageSpec) -> tuple[TrainConfig, dict[str, Any]]:
+    """Engine settings (`TrainConfig` fields; seed from the stage) and the model's own params."""
+    engine_names = {f.name for f in fields(TrainConfig)} - {"seed"}
+    engine = {k: v for k, v in spec.params.items() if k in engine_names}
+    model = {
+        k: v for k, v in spec.params.items() if k not in engine_names and k not in STAGE_PARAMS
+    }
+    try:
+        config = TrainConfig(**engine, seed=int(spec.param("seed")))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"stage {spec.stage}: bad train params: {exc}") from exc
+    return config, model
+
+
+def stage_device(spec: StageSpec) -> torch.device:
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise SpecError(
+            f"stage {spec.stage}: spec asks for device cuda but torch sees no GPU "
+            "(check CUDA_VISIBLE_DEVICES / the compose device_ids)"
+        )
+    return torch.device("cuda:0" if spec.device == "cuda" else "cpu")
+
+
+def _builder(spec: StageSpec, table: dict[str, Any], what: str) -> Any:
+    letter = spec.param("model")
+    if letter not in table:
+        raise SpecError(
+            f"stage {spec.stage}: model {letter!r} has no {what} in hm_torch; "
+            f"valid: {sorted(table)}"
+        )
+    return table[letter]
+
+
+def _labelled(labels: np.ndarray) -> bool:
+    return bool((labels >= 0).all()) and len(np.unique(labels)) == 2
+
+
+def train_stage(spec: StageSpec) -> None:
+    build = _builder(spec, MODELS, "train builder")
+    fit = spec.param("fit")
+    if fit not in FITS:
+        raise SpecError(f"stage {spec.stage}: param fit is {fit!r}, expected one of {FITS}")
+    predict = list(spec.param("predict"))
+    valid_split = spec.param("valid")
+    config, model_params = split_params(spec)
+    device = stage_device(spec)
+    prepared = spec.path("prepared")
+    train_memes = read_split(prepared, fit)
+
+    seed_everything(config.seed, device)  # the builder's random init depends on it
+    kit = build(spec, model_params, train_memes)
+    valid = kit.dataset(read_split(prepared, valid_split)) if valid_split else None
+    trainer = Trainer(kit.model, config, kit.collate, work_dir=spec.output_dir, device=device)
+    final = trainer.fit(kit.dataset(train_memes), valid)
+    save_weights(final, spec.output_dir / "model.safetensors")
+
+    metrics: dict[str, Any] = {"model": spec.param("model"), "fit": fit, "valid": valid_split}
+    for split in predict:
+        dataset = kit.dataset(read_split(prepared, split))
+        proba = predict_proba(
+            final,
+            dataset,
+            kit.collate,
+            batch_size=config.eval_batch_size,
+            device=device,
+            num_workers=config.num_workers,
+        )
+        label = (proba >= 0.5).astype(np.int64)  # = argmax of the two logits
+        write_predictions(
+            spec.output_dir / "predictions" / f"{split}.csv",
+            Predictions(dataset.ids(), proba, label, source=split),
+        )
+        labels = dataset.labels()
+        if _labelled(labels):
+            metrics[split] = {"auroc": auroc(labels, proba), "accuracy": accuracy(labels, proba)}
+    if valid is not None:
+        scores = evaluate(
+            final,
+            valid,
+            kit.collate,
+            batch_size=config.eval_batch_size,
+            device=device,
+            num_workers=config.num_workers,
+        )
+        metrics.setdefault(valid_split, {}).update(
+            {k.removeprefix("dev_"): None if np.isnan(v) else v for k, v in scores.items()}
+        )
+    atomic_write_json(spec.output_dir / "metrics.json", metrics)
+    trainer.finish()
+
+
+def pretrain_stage(spec: StageSpec) -> None:
+    _builder(spec, PRETRAINERS, "pretrain stage")(spec)
+
+
+__all__ = ["STAGE_PARAMS", "pretrain_stage", "split_params", "stage_device", "train_stage"]

@@ -1,0 +1,231 @@
+"""The library behind the CLI: plan, run, status and environment builds over one data dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from hm_shared.errors import HmError, MissingWeightsError
+from orchestrator import cache
+from orchestrator.datadir import DataDir
+from orchestrator.executor import Executor, OnError, Outcome
+from orchestrator.gpus import resolve_gpus
+from orchestrator.lock import DataLock
+from orchestrator.plan import Fingerprints, PlannedStage, plan
+from orchestrator.progress import RunProgress
+from orchestrator.recipes import DEFAULT_RECIPES, Weight, load_recipes
+from orchestrator.records import Record, read_record
+from orchestrator.runtimes import Runtime, RuntimeConfig, Say, make_runtime
+from orchestrator.stages import Profile, StageDef, build_stages, required_weights
+
+REPO = Path(__file__).resolve().parents[2]
+ENVS = ("extract", "torch", "paddle")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things are: the data dir, the recipe file, the repository and the venvs root."""
+
+    data: Path
+    recipes: Path = DEFAULT_RECIPES
+    repo: Path = REPO
+    venvs: Path | None = None
+    runtime: str = "local"
+
+    @property
+    def runtime_config(self) -> RuntimeConfig:
+        return RuntimeConfig(repo=self.repo, venvs=self.venvs or self.repo / ".venvs")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to run: `models` as typed on the command line ("B,U" or "all")."""
+
+    models: str
+    profile: Profile = "full"
+    topk: int | None = None
+
+
+@dataclass
+class PlanResult:
+    data: DataDir
+    models: tuple[str, ...]
+    stages: list[StageDef]
+    planned: list[PlannedStage]
+    hashes: Fingerprints
+    missing_weights: list[Weight]
+    dataset_present: bool
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    generated_dataset: bool
+    fin_files: list[Path] = field(default_factory=list)
+    report: Path | None = None
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: StageDef
+    state: str  # done | failed | incomplete | missing
+    output: Path
+    output_exists: bool
+    record: Record | None
+
+
+def select_stages(
+    settings: Settings, selection: Selection
+) -> tuple[tuple[str, ...], list[StageDef]]:
+    recipes = load_recipes(settings.recipes)
+    models = recipes.select(selection.models)
+    return models, build_stages(recipes, models, selection.profile, selection.topk)
+
+
+def missing_weights(data: DataDir, stages: list[StageDef]) -> list[Weight]:
+    return [w for w in required_weights(stages) if not present(data.weights / w.file)]
+
+
+def present(path: Path) -> bool:
+    """A weight file, or a weight directory (ERNIE-ViL's params/) with at least one file."""
+    return path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*")))
+
+
+def missing_weights_error(data: DataDir, missing: list[Weight]) -> MissingWeightsError:
+    lines = [f"  {data.weights / w.file}  (get it from {w.source})" for w in missing]
+    return MissingWeightsError(
+        f"the full profile needs {len(missing)} pretrained file(s) that are missing:\n"
+        + "\n".join(lines)
+        + "\nput them there, or run with --profile smoke (tiny random-initialised models)",
+        path=data.weights,
+    )
+
+
+def fingerprints(settings: Settings, data: DataDir, stages: list[StageDef]) -> Fingerprints:
+    envs = sorted({s.env for s in stages})
+    hashes = cache.HashCache(data.root, data.hashes)
+    return Fingerprints(
+        inputs=cache.fingerprint_inputs(stages, hashes),
+        env_locks={env: cache.env_lock_hash(settings.repo, env) for env in envs},
+        code={env: cache.code_version(settings.repo, env) for env in envs},
+    )
+
+
+def make_plan(settings: Settings, selection: Selection) -> PlanResult:
+    """Plan without running or locking (hashes.json may be refreshed, atomically)."""
+    data = DataDir(settings.data)
+    models, stages = select_stages(settings, selection)
+    hashes = fingerprints(settings, data, stages)
+    records = {s.id: read_record(data, s.slug) for s in stages}
+    present = {s.id for s in stages if (data.root / s.output).is_dir()}
+    missing = missing_weights(data, stages) if selection.profile == "full" else []
+    return PlanResult(
+        data,
+        models,
+        stages,
+        plan(stages, records, hashes, present),
+        hashes,
+        missing,
+        data.has_dataset(),
+    )
+
+
+def ensure_dataset(data: DataDir, say: Say) -> bool:
+    """Generate the embedded synthetic dataset into data/hm when it is missing or empty."""
+    if data.has_dataset():
+        return False
+    from hm_shared import synthetic
+
+    say(f"no dataset in {data.hm}: generating the synthetic dataset there (seed 0) …")
+    # written beside data/hm and renamed onto it: a kill mid-way never leaves a partial
+    # dataset that a later run would take for the user's
+    partial = data.root / f".hm.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    synthetic.generate(partial, seed=0)
+    if data.hm.is_dir():
+        data.hm.rmdir()  # empty (has_dataset is False)
+    os.replace(partial, data.hm)
+    for stale in data.root.glob(".hm.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed generation
+    say(f"synthetic dataset written to {data.hm}")
+    return True
+
+
+def runtime_resolver(settings: Settings) -> Callable[[str], Runtime]:
+    """Host stages always run with the host interpreter; the rest with the chosen runtime."""
+    chosen = make_runtime(settings.runtime, settings.runtime_config)
+    host = make_runtime("local", settings.runtime_config)
+    return lambda env: host if env == "host" else chosen
+
+
+def run(
+    settings: Settings,
+    selection: Selection,
+    console: Console | None = None,
+    gpus: tuple[str, ...] = (),
+    jobs: int | None = None,
+    on_error: OnError = "fail",
+) -> RunResult:
+    """Check weights (full profile), lock the data dir, make sure a dataset exists, plan, execute.
+
+    Progress and messages go to `console` (stderr by default).
+    """
+    console = console or Console(stderr=True, soft_wrap=True)
+    data = DataDir(settings.data)
+    _, stages = select_stages(settings, selection)
+    if selection.profile == "full":
+        missing = missing_weights(data, stages)
+        if missing:
+            raise missing_weights_error(data, missing)
+    resolve = runtime_resolver(settings)
+    gpus = resolve_gpus(gpus)
+    with DataLock(data.lock, data.root):
+        generated = ensure_dataset(data, lambda m: console.print(m, highlight=False))
+        hashes = fingerprints(settings, data, stages)
+        records = {s.id: read_record(data, s.slug) for s in stages}
+        present = {s.id for s in stages if (data.root / s.output).is_dir()}
+        planned = plan(stages, records, hashes, present)
+        with RunProgress(len(planned), console) as progress:
+            executor = Executor(
+                data,
+                resolve,
+                hashes,
+                progress,
+                jobs=jobs or max(1, len(gpus)),
+                gpus=gpus,
+                on_error=on_error,
+            )
+            outcome = executor.execute(planned)
+    ensemble, report = data.root / "work/ensemble", data.root / "work/report/index.html"
+    return RunResult(
+        outcome, generated, sorted(ensemble.glob("FIN_*.csv")), report if report.is_file() else None
+    )
+
+
+def status(settings: Settings, selection: Selection) -> list[StageStatus]:
+    data = DataDir(settings.data)
+    _, stages = select_stages(settings, selection)
+    states = {"done": "done", "failed": "failed", "running": "incomplete"}
+    result = []
+    for stage in stages:
+        record = read_record(data, stage.slug)
+        output = data.root / stage.output
+        state = states[record.status] if record else "missing"
+        result.append(StageStatus(stage, state, output, output.is_dir(), record))
+    return result
+
+
+def build_envs(settings: Settings, envs: tuple[str, ...], say: Say) -> None:
+    """Build (or check) the local virtualenvs of `envs`."""
+    unknown = [e for e in envs if e not in ENVS]
+    if unknown:
+        raise HmError(f"unknown environment {', '.join(unknown)}; known: {', '.join(ENVS)}")
+    runtime = make_runtime("local", settings.runtime_config)
+    for env in envs:
+        runtime.ensure(env, say)
+        say(f"{env}: {settings.runtime_config.venvs / env} is up to date")

@@ -1,0 +1,150 @@
+"""Cache keys (docs/architecture.md §4): sha256 of canonical JSON over what determines a stage.
+
+Key parts: kind, env, params, profile, input content hashes, the env's lock-file hash and the
+code version (sha256 of the .py sources of hm_shared + hm_<env>). Paths, the runtime, the
+device and `context` stay out, so local/docker and CPU/GPU share cache entries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hm_shared.io import atomic_write_json, sha256_file, sha256_json
+from orchestrator.errors import RecipeError
+from orchestrator.stages import InputRef, StageDef
+
+MISSING = "missing"  # the hash of an external input that does not exist
+SPEC_FILE = "spec.json"
+
+
+def key_parts(
+    stage: StageDef,
+    input_hashes: Mapping[str, str],
+    env_locks: Mapping[str, str],
+    code: Mapping[str, str],
+) -> dict[str, Any]:
+    return {
+        "kind": stage.kind,
+        "env": stage.env,
+        "params": stage.params,
+        "profile": stage.profile,
+        "inputs": dict(sorted(input_hashes.items())),
+        "env_lock": env_locks[stage.env],
+        "code": code[stage.env],
+    }
+
+
+def stage_key(parts: Mapping[str, Any]) -> str:
+    return sha256_json(parts)
+
+
+def lock_file(repo: Path, env: str) -> Path:
+    """The lock file that pins an environment; host stages run in the orchestrator's venv."""
+    if env == "host":
+        return repo / "orchestrator" / "requirements.lock"
+    return repo / "containers" / env / "requirements.lock"
+
+
+def env_lock_hash(repo: Path, env: str) -> str:
+    path = lock_file(repo, env)
+    if not path.is_file():
+        raise RecipeError(f"environment {env!r} has no lock file {path}")
+    return sha256_file(path)
+
+
+def source_dirs(repo: Path, env: str) -> list[Path]:
+    dirs = [repo / "shared" / "hm_shared"]
+    if env != "host":
+        dirs.append(repo / "containers" / env / f"hm_{env}")
+    return dirs
+
+
+def code_version(repo: Path, env: str) -> str:
+    """sha256 over the .py sources of hm_shared (+ hm_<env>), sorted by path relative to repo."""
+    entries = []
+    for folder in source_dirs(repo, env):
+        for path in sorted(folder.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                entries.append((path.relative_to(repo).as_posix(), sha256_file(path)))
+    return sha256_json(entries)
+
+
+def output_hash(directory: Path) -> str:
+    """Content hash of a promoted output: relative paths + file hashes, temp files and spec.json
+    excluded (the spec holds absolute paths that differ between runtimes)."""
+    entries = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        if rel == SPEC_FILE or path.name.endswith(".tmp"):
+            continue
+        entries.append((rel, sha256_file(path)))
+    return sha256_json(entries)
+
+
+class HashCache:
+    """Content hashes of external files (dataset, weights), reused while (size, mtime, inode)
+    are unchanged; stored in state/hashes.json."""
+
+    def __init__(self, root: Path, store: Path):
+        self.root = root
+        self.store = store
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._dirty = False
+        if store.is_file():
+            try:
+                self._entries = json.loads(store.read_text(encoding="utf-8"))
+            except ValueError:
+                self._entries = {}  # a torn cache only costs re-hashing
+
+    def file_hash(self, path: Path) -> str:
+        st = path.stat()
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+        rel = path.relative_to(self.root).as_posix()
+        entry = self._entries.get(rel)
+        if entry and all(entry.get(k) == v for k, v in stamp.items()):
+            return str(entry["sha256"])
+        digest = sha256_file(path)
+        self._entries[rel] = {**stamp, "sha256": digest}
+        self._dirty = True
+        return digest
+
+    def path_hash(self, path: Path) -> str:
+        """A file's hash, a directory's (relative paths + file hashes), or MISSING."""
+        if path.is_file():
+            return self.file_hash(path)
+        if not path.is_dir():
+            return MISSING
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            for name in sorted(filenames):
+                file = Path(dirpath) / name
+                entries.append((file.relative_to(path).as_posix(), self.file_hash(file)))
+        return sha256_json(sorted(entries))
+
+    def input_hash(self, ref: InputRef) -> str:
+        base = self.root / ref.path
+        if ref.files is not None:
+            # a weight may be a file or a directory (ERNIE-ViL's params/)
+            return sha256_json([(name, self.path_hash(base / name)) for name in ref.files])
+        return self.path_hash(base)
+
+    def save(self) -> None:
+        if self._dirty:
+            atomic_write_json(self.store, self._entries)
+            self._dirty = False
+
+
+def fingerprint_inputs(stages: list[StageDef], cache: HashCache) -> dict[str, str]:
+    """Content hash of every external input of `stages`, keyed by InputRef.ident."""
+    hashes: dict[str, str] = {}
+    for stage in stages:
+        for ref in stage.inputs.values():
+            if ref.producer is None and ref.ident not in hashes:
+                hashes[ref.ident] = cache.input_hash(ref)
+    cache.save()
+    return hashes

@@ -1,0 +1,121 @@
+"""`orchestrator run` and `orchestrator plan`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from orchestrator import api
+from orchestrator.options import data_option, gpus_option, runtime_options, selection_options
+from orchestrator.stages import Profile
+
+
+@click.command("run")
+@selection_options()
+@data_option
+@runtime_options
+@gpus_option
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "keep-going"]),
+    default="fail",
+    show_default=True,
+    help="fail: start nothing new after a failure; keep-going: run every stage that does not "
+    "depend on a failed one.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stages running at once. [default: the number of --gpus, or 1]",
+)
+def run_command(
+    recipes: Path,
+    models: str,
+    topk: int | None,
+    profile: Profile,
+    data: Path,
+    runtime: str,
+    venvs: Path | None,
+    gpus: tuple[str, ...],
+    on_error: str,
+    jobs: int | None,
+) -> None:
+    """Run every stage the selected models need that is not already done.
+
+    A stage is skipped when its record holds the same cache key (params, input contents,
+    environment lock, code) and its output exists. When DATA/hm is empty the synthetic dataset
+    is generated there first. Kill it at any point and run the same command again to resume.
+
+    Example:
+
+    \b
+        orchestrator run --models B --topk 20 --profile smoke
+        orchestrator run --models all --profile full --gpus 0,1
+    """
+    settings = api.Settings(data=data, recipes=recipes, venvs=venvs, runtime=runtime)
+    selection = api.Selection(models=models, profile=profile, topk=topk)
+    result = api.run(
+        settings,
+        selection,
+        gpus=gpus,
+        jobs=jobs,
+        on_error="keep-going" if on_error == "keep-going" else "fail",
+    )
+    outcome = result.outcome
+    click.echo(f"{len(outcome.executed)} stage(s) ran, {len(outcome.cached)} cached")
+    if result.fin_files:
+        click.echo(f"final predictions: {result.fin_files[0].parent}/")
+        for path in result.fin_files:
+            click.echo(f"  {path.name}")
+    if result.report is not None:
+        click.echo(f"report: {result.report}")
+
+
+@click.command("plan")
+@selection_options()
+@data_option
+@click.option("--show-config", is_flag=True, help="Also print each stage's merged parameters.")
+def plan_command(
+    recipes: Path,
+    models: str,
+    topk: int | None,
+    profile: Profile,
+    data: Path,
+    show_config: bool,
+) -> None:
+    """Print the stages a run would execute, each with the reason it runs or is cached.
+
+    Nothing is run and no lock is taken. In the full profile, missing pretrained files are
+    listed with where to get them.
+
+    Example:
+
+    \b
+        orchestrator plan --models B --topk 20 --profile smoke
+        orchestrator plan --models U,O --profile full --show-config
+    """
+    settings = api.Settings(data=data, recipes=recipes)
+    result = api.make_plan(settings, api.Selection(models=models, profile=profile, topk=topk))
+    if not result.dataset_present:
+        click.echo(f"note: {result.data.hm} is empty; `run` generates the synthetic dataset there")
+    width = max(len(p.stage.id) for p in result.planned)
+    for p in result.planned:
+        click.echo(f"{p.stage.id:<{width}}  {p.action:<6}  {p.reason}")
+        if show_config:
+            params = json.dumps(p.stage.params, sort_keys=True)
+            inputs = json.dumps({k: v.path for k, v in p.stage.inputs.items()}, sort_keys=True)
+            click.echo(
+                f"{'':<{width}}  env={p.stage.env} profile={p.stage.profile} "
+                f"output={p.stage.output}"
+            )
+            click.echo(f"{'':<{width}}  inputs={inputs}")
+            click.echo(f"{'':<{width}}  params={params}")
+    runs = sum(p.action == "run" for p in result.planned)
+    click.echo(f"{runs} to run, {len(result.planned) - runs} cached")
+    if result.missing_weights:
+        click.echo("missing pretrained files (the full profile needs them):")
+        for weight in result.missing_weights:
+            click.echo(f"  {result.data.weights / weight.file}  (get it from {weight.source})")

@@ -1,0 +1,53 @@
+"""Errors of the orchestrator; each maps to an exit code of docs/architecture.md §6."""
+
+from __future__ import annotations
+
+from hm_shared.errors import HmError
+
+
+class LockedError(HmError):
+    """Another orchestrator holds the lock of the data directory."""
+
+    exit_code = 4
+
+
+class StageFailed(HmError):
+    """One or more stages exited non-zero; the message names each stage and its log."""
+
+    exit_code = 1
+
+
+class Interrupted(HmError):
+    """Ctrl-C or SIGTERM: running stages were terminated, their records stay 'running'."""
+
+    exit_code = 130
+
+
+class RecipeError(HmError):
+    """The recipe file does not follow docs/architecture.md §7."""
+
+    exit_code = 2
+
+
+class UnknownModelError(HmError):
+    """A model letter that the recipe file does not define (the CLI turns it into a UsageError)."""
+
+    exit_code = 2
+
+
+class RuntimeUnavailable(HmError):
+    """The selected runtime cannot run stages here (not implemented, or its tools are missing)."""
+
+    exit_code = 2
+
+
+class EnvBuildError(HmError):
+    """Building a local virtualenv from its lock file failed."""
+
+    exit_code = 1
+
+
+class GpuError(HmError):
+    """`--gpus` names a GPU this machine does not have."""
+
+    exit_code = 2

@@ -1,0 +1,371 @@
+"""Run a plan: a graphlib ready-set loop with GPU leases, records, promotion and the trace.
+
+Each ready stage is decided again with the real output hashes of its producers (early cut-off:
+a producer that reran to an identical output leaves its consumers cached). Stage processes run
+in parallel up to `jobs`; a stage that needs an accelerator also needs a free GPU when GPUs
+were given. Dependents of a failed stage are skipped and named; with `on_error="fail"` nothing
+new starts after the first failure (running stages finish and are promoted).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
+from typing import Any, Literal, Protocol
+
+from hm_shared.spec import StageSpec
+from orchestrator.cache import key_parts, stage_key
+from orchestrator.datadir import DataDir
+from orchestrator.errors import Interrupted, StageFailed
+from orchestrator.plan import Fingerprints, PlannedStage, decide
+from orchestrator.promote import drop_stale_attempts, promote
+from orchestrator.records import (
+    Record,
+    append_trace,
+    now,
+    read_record,
+    seconds_between,
+    write_record,
+)
+from orchestrator.runtimes import EnvInfo, Runtime
+from orchestrator.stages import StageDef
+
+OnError = Literal["fail", "keep-going"]
+TERMINATE_GRACE_S = 10.0
+LOG_TAIL_LINES = 12
+
+
+class Events(Protocol):
+    """What the progress display hears about."""
+
+    def started(self, stage: StageDef, gpu: str | None) -> None: ...
+
+    def finished(self, stage: StageDef, status: str, detail: str) -> None: ...
+
+    def say(self, message: str) -> None: ...
+
+
+@dataclass
+class Outcome:
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # stage → message
+    skipped: dict[str, str] = field(default_factory=dict)  # stage → why
+
+
+@dataclass
+class _Running:
+    stage: StageDef
+    proc: subprocess.Popen[bytes]
+    record: Record
+    gpu: str | None
+
+
+class Executor:
+    def __init__(
+        self,
+        data: DataDir,
+        runtime_for: Callable[[str], Runtime],
+        hashes: Fingerprints,
+        events: Events,
+        jobs: int = 1,
+        gpus: tuple[str, ...] = (),
+        on_error: OnError = "fail",
+    ):
+        self.data = data
+        self.runtime_for = runtime_for
+        self.hashes = hashes
+        self.events = events
+        self.jobs = max(1, jobs)
+        self.free_gpus = list(gpus)
+        self.use_gpus = bool(gpus)
+        self.on_error = on_error
+        self.envs: dict[str, EnvInfo] = {}
+        self.output_hashes: dict[str, str] = {}
+        self.outcome = Outcome()
+        self.running: dict[str, _Running] = {}
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def _parts(self, stage: StageDef) -> dict[str, Any]:
+        hashes = {
+            name: (
+                self.output_hashes[ref.producer] if ref.producer else self.hashes.inputs[ref.ident]
+            )
+            for name, ref in stage.inputs.items()
+        }
+        return key_parts(stage, hashes, self.hashes.env_locks, self.hashes.code)
+
+    def ensure_env(self, stage: StageDef) -> EnvInfo:
+        if stage.env not in self.envs:
+            self.envs[stage.env] = self.runtime_for(stage.env).ensure(stage.env, self.events.say)
+        return self.envs[stage.env]
+
+    # -- one stage -----------------------------------------------------------------------------
+
+    def _context(self, stage: StageDef, stages: Mapping[str, StageDef]) -> dict[str, Any]:
+        if stage.kind != "report":
+            return {}
+        timings = []
+        for sid, other in stages.items():
+            record = read_record(self.data, other.slug)
+            if sid == stage.id or record is None or record.status != "done":
+                continue
+            timings.append(
+                {
+                    "stage": sid,
+                    "kind": other.kind,
+                    "runtime": record.runtime,
+                    "start": record.started,
+                    "end": record.ended,
+                    "seconds": record.seconds,
+                    "cached": sid in self.outcome.cached,
+                }
+            )
+        return {"timings": timings}
+
+    def _start(
+        self,
+        stage: StageDef,
+        parts: dict[str, Any],
+        gpu: str | None,
+        stages: Mapping[str, StageDef],
+    ) -> None:
+        info = self.ensure_env(stage)
+        runtime = self.runtime_for(stage.env)
+        key = stage_key(parts)
+        attempt = self.data.attempt(stage.slug, key)
+        log = self.data.log(stage.slug)
+        record = Record(
+            stage=stage.id,
+            kind=stage.kind,
+            status="running",
+            key=key,
+            key_parts=parts,
+            output=stage.output,
+            attempt=self.data.rel(attempt),
+            log=self.data.rel(log),
+            runtime=runtime.name,
+            image=info.image,
+            gpu=gpu,
+            started=now(),
+        )
+        write_record(self.data, stage.slug, record)  # 1. marked incomplete before anything else
+        attempt.mkdir(parents=True, exist_ok=True)  # 2. same key ⇒ same dir ⇒ the stage resumes
+        spec = StageSpec(
+            stage=stage.id,
+            kind=stage.kind,
+            env=stage.env,
+            data_root=runtime.data_root(self.data, stage.env),
+            output=record.attempt,
+            inputs={name: ref.path for name, ref in stage.inputs.items()},
+            params=stage.params,
+            profile=stage.profile,
+            device="cuda" if gpu else "cpu",
+            context=self._context(stage, stages),
+        )
+        spec_path = attempt / "spec.json"
+        spec.write(spec_path)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(
+                f"=== {record.started} {stage.id} key {key[:12]} runtime {runtime.name} "
+                f"gpu {gpu or '-'} attempt {record.attempt}\n"
+            )
+        proc = runtime.start(stage.env, stage.verb, spec_path, log, gpu, self.data)  # 3.
+        self.running[stage.id] = _Running(stage, proc, record, gpu)
+        self.events.started(stage, gpu)
+
+    def _finish(self, run: _Running, code: int) -> bool:
+        stage, record = run.stage, run.record
+        ended = now()
+        attempt = self.data.root / record.attempt
+        status = "failed"
+        if code == 0:
+            try:
+                record.output_hash = promote(attempt, self.data.root / stage.output)  # 4.
+                status = "done"
+            except OSError as exc:
+                with open(self.data.root / record.log, "a", encoding="utf-8") as handle:
+                    handle.write(f"promotion of {record.attempt} failed: {exc}\n")
+                code = 1
+        record.status, record.ended, record.exit_code = status, ended, code
+        record.seconds = round(seconds_between(record.started, ended), 3)
+        write_record(self.data, stage.slug, record)  # 5. written last
+        append_trace(
+            self.data,
+            {
+                "stage": stage.id,
+                "key": record.key,
+                "runtime": record.runtime,
+                "gpu": run.gpu,
+                "start": record.started,
+                "end": ended,
+                "exit": code,
+                "cached": 0,
+            },
+        )
+        if status == "done":
+            drop_stale_attempts(self.data.attempts(stage.slug))
+            self.output_hashes[stage.id] = record.output_hash or ""
+            self.outcome.executed.append(stage.id)
+            self.events.finished(stage, "done", f"{record.seconds:.1f} s")
+            return True
+        self.outcome.failed[stage.id] = self._failure_message(stage, record)
+        self.events.finished(stage, "failed", f"exit {code}, log {self.data.root / record.log}")
+        return False
+
+    def _failure_message(self, stage: StageDef, record: Record) -> str:
+        log = self.data.root / record.log
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        indented = "\n".join(f"    {line}" for line in tail)
+        return f"stage {stage.id} failed (exit {record.exit_code}); log: {log}\n{indented}"
+
+    def _cached(self, stage: StageDef, record: Record) -> None:
+        self.output_hashes[stage.id] = record.output_hash or ""
+        self.outcome.cached.append(stage.id)
+        stamp = now()
+        append_trace(
+            self.data,
+            {
+                "stage": stage.id,
+                "key": record.key,
+                "runtime": record.runtime,
+                "gpu": None,
+                "start": stamp,
+                "end": stamp,
+                "exit": 0,
+                "cached": 1,
+            },
+        )
+        self.events.finished(stage, "cached", "")
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def execute(self, planned: list[PlannedStage]) -> Outcome:
+        """Run every stage of `planned` that is not cached; raise StageFailed / Interrupted."""
+        stages = {p.stage.id: p.stage for p in planned}
+        for p in planned:  # build the environments up front, not while a progress row is live
+            if p.action == "run":
+                self.ensure_env(p.stage)
+        sorter = TopologicalSorter({sid: s.deps for sid, s in stages.items()})
+        sorter.prepare()
+        ready: list[str] = []
+        bad: set[str] = set()
+        stopping = False
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM)
+        if main_thread:  # SIGTERM stops stages like Ctrl-C does
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while sorter.is_active():
+                ready.extend(sorter.get_ready())
+                progressed = False
+                for sid in list(ready):
+                    stage = stages[sid]
+                    blocked = [d for d in stage.deps if d in bad]
+                    if blocked or stopping:
+                        why = (
+                            f"{', '.join(blocked)} did not complete"
+                            if blocked
+                            else "not started: a stage failed and --on-error is fail"
+                        )
+                        self.outcome.skipped[sid] = why
+                        self.events.finished(stage, "skipped", why)
+                    else:
+                        parts = self._parts(stage)
+                        record = read_record(self.data, stage.slug)
+                        present = (self.data.root / stage.output).is_dir()
+                        action, _ = decide(record, parts, present)
+                        if action == "cached" and record is not None:
+                            self._cached(stage, record)
+                        elif len(self.running) >= self.jobs or self._waits_for_gpu(stage):
+                            continue
+                        else:
+                            gpu = None
+                            if stage.needs_accelerator and self.use_gpus:
+                                gpu = self.free_gpus.pop(0)
+                            self._start(stage, parts, gpu, stages)
+                            ready.remove(sid)
+                            progressed = True
+                            continue
+                    if sid in self.outcome.skipped:
+                        bad.add(sid)
+                    sorter.done(sid)
+                    ready.remove(sid)
+                    progressed = True
+                for sid, run in list(self.running.items()):
+                    code = run.proc.poll()
+                    if code is None:
+                        continue
+                    del self.running[sid]
+                    if run.gpu is not None:
+                        self.free_gpus.append(run.gpu)
+                    if not self._finish(run, code):
+                        bad.add(sid)
+                        stopping = stopping or self.on_error == "fail"
+                    sorter.done(sid)
+                    progressed = True
+                if not progressed:
+                    time.sleep(0.05)
+        except KeyboardInterrupt:
+            self._terminate_all()
+            raise Interrupted(self._interrupted_message()) from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+        if self.outcome.failed:
+            raise StageFailed(self._failed_summary())
+        return self.outcome
+
+    def _waits_for_gpu(self, stage: StageDef) -> bool:
+        return stage.needs_accelerator and self.use_gpus and not self.free_gpus
+
+    def _terminate_all(self) -> None:
+        """Stop running stages; their records stay 'running' and their attempt dirs stay."""
+        for run in self.running.values():
+            if run.proc.poll() is None:
+                run.proc.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE_S
+        for run in self.running.values():
+            try:
+                run.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                run.proc.kill()
+                run.proc.wait()
+            append_trace(
+                self.data,
+                {
+                    "stage": run.stage.id,
+                    "key": run.record.key,
+                    "runtime": run.record.runtime,
+                    "gpu": run.gpu,
+                    "start": run.record.started,
+                    "end": now(),
+                    "exit": 130,
+                    "cached": 0,
+                },
+            )
+
+    def _interrupted_message(self) -> str:
+        names = ", ".join(self.running) or "none"
+        return (
+            f"interrupted; stopped stages: {names}. Their attempt directories are kept: "
+            "run the same command again to resume"
+        )
+
+    def _failed_summary(self) -> str:
+        lines = list(self.outcome.failed.values())
+        if self.outcome.skipped:
+            lines.append("skipped:")
+            lines += [f"  {sid} ({why})" for sid, why in self.outcome.skipped.items()]
+        return "\n".join(lines)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

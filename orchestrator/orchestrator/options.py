@@ -1,0 +1,133 @@
+"""Options shared by several commands: one decorator each, one spelling everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from orchestrator.api import REPO
+from orchestrator.errors import UnknownModelError
+from orchestrator.recipes import DEFAULT_RECIPES, load_recipes
+from orchestrator.runtimes import RUNTIMES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def data_option(fn: F) -> F:
+    return click.option(
+        "--data",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=REPO / "data",
+        show_default="<repo>/data",
+        envvar="HM_DATA",
+        show_envvar=True,
+        help="Data directory: hm/ (dataset), weights/, work/ (everything the pipeline writes).",
+    )(fn)
+
+
+def profile_option(fn: F) -> F:
+    return click.option(
+        "--profile",
+        type=click.Choice(["smoke", "full"]),
+        default="full",
+        show_default=True,
+        envvar="HM_PROFILE",
+        show_envvar=True,
+        help="full: upstream recipes, needs the pretrained weights; smoke: tiny random-initialised "
+        "models and short schedules (CI, demo).",
+    )(fn)
+
+
+def venvs_option(fn: F) -> F:
+    return click.option(
+        "--venvs",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        show_default="<repo>/.venvs",
+        envvar="HM_VENVS",
+        show_envvar=True,
+        help="Root of the local runtime's virtualenvs (one per environment).",
+    )(fn)
+
+
+def runtime_options(fn: F) -> F:
+    fn = venvs_option(fn)
+    return click.option(
+        "--runtime",
+        type=click.Choice(list(RUNTIMES)),
+        default="local",
+        show_default=True,
+        envvar="HM_RUNTIME",
+        show_envvar=True,
+        help="local: a virtualenv per environment; docker: one Compose service per environment.",
+    )(fn)
+
+
+def _parse_gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    gpus = tuple(g.strip() for g in value.split(","))
+    if any(not g for g in gpus) or len(set(gpus)) != len(gpus):
+        raise click.BadParameter(
+            f"expected distinct GPU indices or UUIDs separated by commas, got {value!r}", ctx, param
+        )
+    return gpus
+
+
+def gpus_option(fn: F) -> F:
+    return click.option(
+        "--gpus",
+        callback=_parse_gpus,
+        envvar="HM_GPUS",
+        show_envvar=True,
+        metavar="0,1|UUID,…",
+        help="GPUs to lease, one per extract/pretrain/train stage; independent stages run in "
+        "parallel. Without it every stage runs on the CPU.",
+    )(fn)
+
+
+def _check_models(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    recipes = load_recipes(ctx.params.get("recipes", DEFAULT_RECIPES))
+    try:
+        recipes.select(value)
+    except UnknownModelError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def selection_options(models_required: bool = True) -> Callable[[F], F]:
+    """--recipes, --models, --topk, --profile: which stages a command is about."""
+
+    def decorate(fn: F) -> F:
+        fn = profile_option(fn)
+        fn = click.option(
+            "--topk",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Keep N memes of each split, a fixed subset chosen by a hash of the id with both "
+            "labels kept (fast runs; the same N gives the same memes on every machine).",
+        )(fn)
+        fn = click.option(
+            "--models",
+            required=models_required,
+            default=None if models_required else "all",
+            show_default=not models_required,
+            callback=_check_models,
+            metavar="B[,U,…]|all",
+            help="Model letters from the recipe file, comma-separated, or 'all'.",
+        )(fn)
+        return click.option(
+            "--recipes",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=DEFAULT_RECIPES,
+            show_default="orchestrator/orchestrator/recipes.toml",
+            envvar="HM_RECIPES",
+            show_envvar=True,
+            is_eager=True,
+            help="Recipe file (docs/architecture.md §7).",
+        )(fn)
+
+    return decorate

@@ -1,0 +1,158 @@
+"""The recipe file (docs/architecture.md §7): one flat TOML, validated by pydantic.
+
+Every table is closed (`extra="forbid"`), so a misspelt key is an error naming the key and the
+file. Model sections are added by the engineers of each model; the schema only insists that a
+model has at least one run and that every feature variant it names is declared.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.errors import RecipeError, UnknownModelError
+
+DEFAULT_RECIPES = Path(__file__).with_name("recipes.toml")
+
+
+class Weight(BaseModel):
+    """A pretrained file under data/weights and where to get it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    source: str
+
+
+# The detector checkpoints behind `extract.<variant>.weights` (upstream.md: vilio uses the
+# 36-box "alternative pretrained" models for every box count).
+DETECTOR_WEIGHTS: dict[str, Weight] = {
+    "attr": Weight(
+        file="faster_rcnn_from_caffe_attr.pkl",
+        source="http://nlp.cs.unc.edu/models/faster_rcnn_from_caffe_attr.pkl",
+    ),
+    "plain": Weight(
+        file="faster_rcnn_from_caffe.pkl",
+        source="http://nlp.cs.unc.edu/models/faster_rcnn_from_caffe.pkl",
+    ),
+}
+
+
+class ExtractVariant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weights: Literal["attr", "plain"]
+    min_boxes: int = Field(ge=1)
+    max_boxes: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _boxes_ordered(self) -> ExtractVariant:
+        if self.min_boxes > self.max_boxes:
+            raise ValueError(f"min_boxes {self.min_boxes} > max_boxes {self.max_boxes}")
+        return self
+
+
+class Run(BaseModel):
+    """One seed × feature set; gives a `train` and a `traindev` stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int
+    features: str | None = None
+    extra_features: str | None = None
+    params: dict[str, Any] = {}
+
+
+class Pretrain(BaseModel):
+    """Task pre-training, run once per run (vilio's bash scripts pre-train again before every
+    fine-tuning run, with that run's seed and feature set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = {}
+    smoke: dict[str, Any] = {}
+
+
+class ModelRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    env: Literal["torch", "paddle"]
+    weights: list[Weight] = []
+    params: dict[str, Any] = {}
+    smoke: dict[str, Any] = {}
+    runs: list[Run] = Field(min_length=1)
+    pretrain: Pretrain | None = None
+
+    @model_validator(mode="after")
+    def _unique_runs(self) -> ModelRecipe:
+        names = [run.name for run in self.runs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"run names must be unique, repeated: {duplicates}")
+        return self
+
+    def variants(self) -> list[str]:
+        """Feature variants this model's runs read, in recipe order."""
+        named: list[str | None] = []
+        for run in self.runs:
+            named += [run.features, run.extra_features]
+        return list(dict.fromkeys(v for v in named if v is not None))
+
+
+class Recipes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    extract: dict[str, ExtractVariant] = {}
+    models: dict[str, ModelRecipe] = {}
+
+    @model_validator(mode="after")
+    def _variants_declared(self) -> Recipes:
+        for letter, model in self.models.items():
+            for variant in model.variants():
+                if variant not in self.extract:
+                    raise ValueError(
+                        f"models.{letter} names feature variant {variant!r}, which has no "
+                        f"[extract.{variant}] table; declared: {sorted(self.extract)}"
+                    )
+        return self
+
+    def select(self, models: str) -> tuple[str, ...]:
+        """Parse `--models B,U` (or `all`) into letters in recipe order; unknown ones: error."""
+        if models.strip() == "all":
+            return tuple(self.models)
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in self.models]
+        if unknown or not wanted:
+            raise UnknownModelError(
+                f"unknown model {', '.join(unknown) or repr(models)}; "
+                f"known models: {', '.join(self.models)} (or 'all')"
+            )
+        return tuple(m for m in self.models if m in wanted)
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{path}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_recipes(path: Path = DEFAULT_RECIPES) -> Recipes:
+    """Read and validate a recipe file; every problem names the file and the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return Recipes.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(path, exc)) from None

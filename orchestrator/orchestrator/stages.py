@@ -1,0 +1,228 @@
+"""The stage graph of a selection: pure data built from the recipes (no I/O).
+
+    prepare ─┬─ extract/<variant> ─┬─ pretrain/<m>/<run> ─┐
+             │                      └──────────────────────┴─ train/<m>/<run>/{train,traindev}
+             └────────────────────────────────────────────────┘            │
+                                                             average/<m> ──┴─ ensemble ── report
+
+Extract stages exist only for the variants that the selected models' runs name, once each,
+shared between models. A model with a pretrain section gets one pretrain stage per run (with
+that run's seed and features, as vilio's per-run bash scripts), feeding both of its fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from orchestrator.recipes import DETECTOR_WEIGHTS, ModelRecipe, Recipes, Weight
+
+Profile = Literal["smoke", "full"]
+Kind = Literal["prepare", "extract", "pretrain", "train", "average", "ensemble", "report"]
+
+# fit → the splits its stage predicts (docs/architecture.md §2.2)
+FITS: dict[str, tuple[str, ...]] = {
+    "train": ("dev_seen",),
+    "traindev": ("test_seen", "test_unseen"),
+}
+# fit → the split it validates on (early stopping, dev AUROC in the log). dev_seen is inside
+# traindev, so the traindev fit has none: it runs its full schedule (upstream logs dev_seen
+# there, which is only training data).
+VALID: dict[str, str | None] = {"train": "dev_seen", "traindev": None}
+ACCELERATED: frozenset[str] = frozenset({"extract", "pretrain", "train"})
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """An input of a stage: a path under the data root, produced by a stage or external.
+
+    External inputs (`producer is None`) are hashed by content; `files` narrows the hash to the
+    named files under `path` (the weights a stage actually reads, not all of data/weights).
+    """
+
+    path: str
+    producer: str | None = None
+    files: tuple[str, ...] | None = None
+
+    @property
+    def ident(self) -> str:
+        return self.path if self.files is None else f"{self.path}[{','.join(self.files)}]"
+
+
+@dataclass(frozen=True)
+class StageDef:
+    id: str  # "train/B/B42/train"
+    kind: Kind
+    env: str  # "host" | "extract" | "torch" | "paddle"
+    output: str  # relative to the data root
+    inputs: dict[str, InputRef] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    profile: Profile = "smoke"
+    weights: tuple[Weight, ...] = ()  # files the full profile requires under data/weights
+
+    @property
+    def slug(self) -> str:
+        return self.id.replace("/", "-")
+
+    @property
+    def verb(self) -> str:
+        return self.kind
+
+    @property
+    def needs_accelerator(self) -> bool:
+        return self.kind in ACCELERATED
+
+    @property
+    def deps(self) -> list[str]:
+        return sorted({ref.producer for ref in self.inputs.values() if ref.producer})
+
+
+def _weights_input(weights: tuple[Weight, ...]) -> InputRef:
+    return InputRef("weights", files=tuple(sorted(w.file for w in weights)))
+
+
+def _merged(base: dict[str, Any], smoke: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    return {**base, **(smoke if profile == "smoke" else {})}
+
+
+def _model_stages(
+    letter: str, model: ModelRecipe, profile: Profile, prepared: InputRef, hm: InputRef
+) -> list[StageDef]:
+    stages: list[StageDef] = []
+    weights = tuple(model.weights)
+    common: dict[str, InputRef] = {"prepared": prepared, "hm": hm}
+    if profile == "full" and weights:
+        common["weights"] = _weights_input(weights)
+    average_inputs: dict[str, InputRef] = {}
+    for run in model.runs:
+        run_inputs = dict(common)
+        named = {"features": run.features, "extra_features": run.extra_features}
+        for name, variant in named.items():
+            if variant:
+                run_inputs[name] = InputRef(f"work/features/{variant}", f"extract/{variant}")
+        if model.pretrain is not None:
+            pretrain = StageDef(
+                id=f"pretrain/{letter}/{run.name}",
+                kind="pretrain",
+                env=model.env,
+                output=f"work/pretrain/{letter}/{run.name}",
+                inputs=dict(run_inputs),
+                params={
+                    **_merged(model.pretrain.params, model.pretrain.smoke, profile),
+                    "model": letter,
+                    "run": run.name,
+                    "seed": run.seed,
+                    "features": run.features,
+                },
+                profile=profile,
+                weights=weights,
+            )
+            stages.append(pretrain)
+            run_inputs["pretrained"] = InputRef(pretrain.output, pretrain.id)
+        for fit, predict in FITS.items():
+            inputs = dict(run_inputs)
+            params = {
+                **_merged(model.params, model.smoke, profile),
+                **run.params,
+                "model": letter,
+                "run": run.name,
+                "seed": run.seed,
+                "fit": fit,
+                "predict": list(predict),
+                "valid": VALID[fit],
+                "features": run.features,
+                "extra_features": run.extra_features,
+            }
+            if VALID[fit] is None and params.get("early_stopping"):
+                params["early_stopping"] = 0  # nothing held out to stop on: full schedule
+            stage = StageDef(
+                id=f"train/{letter}/{run.name}/{fit}",
+                kind="train",
+                env=model.env,
+                output=f"work/runs/{letter}/{run.name}/{fit}",
+                inputs=inputs,
+                params=params,
+                profile=profile,
+                weights=weights,
+            )
+            stages.append(stage)
+            average_inputs[f"run:{run.name}:{fit}"] = InputRef(stage.output, stage.id)
+    stages.append(
+        StageDef(
+            id=f"average/{letter}",
+            kind="average",
+            env="host",
+            output=f"work/preds/{letter}",
+            inputs=average_inputs,
+            profile=profile,
+        )
+    )
+    return stages
+
+
+def build_stages(
+    recipes: Recipes, models: tuple[str, ...], profile: Profile, topk: int | None = None
+) -> list[StageDef]:
+    """Every stage needed for `models`, in a topological order (producers before consumers)."""
+    prepare = StageDef(
+        id="prepare",
+        kind="prepare",
+        env="host",
+        output="work/prepared",
+        inputs={"hm": InputRef("hm")},
+        params={"topk": topk},
+        profile=profile,
+    )
+    prepared = InputRef(prepare.output, prepare.id)
+    hm = InputRef("hm")
+    stages = [prepare]
+    variants = dict.fromkeys(v for m in models for v in recipes.models[m].variants())
+    for variant in variants:
+        spec = recipes.extract[variant]
+        detector = DETECTOR_WEIGHTS[spec.weights]
+        stages.append(
+            StageDef(
+                id=f"extract/{variant}",
+                kind="extract",
+                env="extract",
+                output=f"work/features/{variant}",
+                inputs={"prepared": prepared, "hm": hm, "weights": _weights_input((detector,))},
+                params={
+                    "variant": variant,
+                    "weights": spec.weights,
+                    "min_boxes": spec.min_boxes,
+                    "max_boxes": spec.max_boxes,
+                },
+                profile=profile,
+                weights=(detector,),
+            )
+        )
+    for letter in models:
+        stages += _model_stages(letter, recipes.models[letter], profile, prepared, hm)
+    preds = {f"model:{m}": InputRef(f"work/preds/{m}", f"average/{m}") for m in models}
+    ensemble = StageDef(
+        id="ensemble",
+        kind="ensemble",
+        env="host",
+        output="work/ensemble",
+        inputs={"prepared": prepared, **preds},
+        profile=profile,
+    )
+    report = StageDef(
+        id="report",
+        kind="report",
+        env="host",
+        output="work/report",
+        inputs={"prepared": prepared, "ensemble": InputRef(ensemble.output, ensemble.id), **preds},
+        profile=profile,
+    )
+    return [*stages, ensemble, report]
+
+
+def required_weights(stages: list[StageDef]) -> list[Weight]:
+    """The distinct weight files the full profile needs for these stages, in stage order."""
+    seen: dict[str, Weight] = {}
+    for stage in stages:
+        for weight in stage.weights:
+            seen.setdefault(weight.file, weight)
+    return list(seen.values())

@@ -1,0 +1,72 @@
+"""The stage spec: what the orchestrator hands a stage process (docs/architecture.md §2.1)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from hm_shared.errors import SpecError
+from hm_shared.io import atomic_write_text
+
+SPEC_FORMAT_VERSION = 1
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = SPEC_FORMAT_VERSION
+    stage: str
+    kind: Literal["prepare", "extract", "pretrain", "train", "average", "ensemble", "report"]
+    env: Literal["host", "extract", "torch", "paddle"]
+    data_root: str
+    output: str
+    inputs: dict[str, str] = {}
+    params: dict[str, Any] = {}
+    profile: Literal["smoke", "full"] = "smoke"
+    device: Literal["cpu", "cuda"] = "cpu"
+    context: dict[str, Any] = {}
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_root)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / self.output
+
+    def path(self, name: str) -> Path:
+        """Absolute path of the input `name`; a clear error when the spec lacks it."""
+        if name not in self.inputs:
+            raise SpecError(
+                f"stage {self.stage}: spec has no input {name!r}; it has {sorted(self.inputs)}"
+            )
+        return self.root / self.inputs[name]
+
+    def param(self, name: str) -> Any:
+        if name not in self.params:
+            raise SpecError(
+                f"stage {self.stage}: spec has no param {name!r}; it has {sorted(self.params)}"
+            )
+        return self.params[name]
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+
+
+def load_spec(path: Path) -> StageSpec:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read stage spec: {exc}") from exc
+    if raw.get("format_version") != SPEC_FORMAT_VERSION:
+        raise SpecError(
+            f"{path}: format_version {raw.get('format_version')!r}, expected {SPEC_FORMAT_VERSION}"
+        )
+    try:
+        return StageSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{path}: invalid stage spec:\n{exc}") from exc

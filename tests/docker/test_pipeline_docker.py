@@ -1,0 +1,202 @@
+"""The whole pipeline under `--runtime docker` (all three images): same outputs as under
+`--runtime local`, stage
+failures named and resumed, clear errors when the engine or an image is missing.
+
+Run as CI runs it (root, HM_DOCKER_TESTS=1). The local side uses the dev venvs under HM_VENVS
+(default <repo>/.venvs) and never rebuilds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from docker_helpers import REPO, orchestrator
+from recipe_helpers import dump_toml, one_run_recipes
+
+from hm_shared.predictions import read_predictions
+from orchestrator import images
+from orchestrator.datadir import DataDir
+from orchestrator.recipes import DEFAULT_RECIPES
+from orchestrator.records import read_record, read_trace
+from orchestrator.runtimes import RuntimeConfig
+from orchestrator.runtimes.local import LocalRuntime
+
+VENVS = Path(os.environ.get("HM_VENVS", REPO / ".venvs"))
+SMOKE = ["--topk", "20", "--profile", "smoke"]
+# Same wheels (one lock, one wheelhouse), same CPU, one thread for fastText, seeded torch: the
+# two runtimes should agree bit for bit. 1e-6 leaves room only for a BLAS that picks another
+# kernel when it sees other CPU flags inside a container; anything larger is a real difference.
+PROBA_ATOL = 1e-6
+PREDICTION_GLOBS = ("runs/*/*/*/predictions/*.csv", "preds/*/*.csv", "ensemble/FIN_*.csv")
+
+
+def prediction_files(data: Path) -> list[str]:
+    work = data / "work"
+    return sorted(
+        p.relative_to(work).as_posix() for pattern in PREDICTION_GLOBS for p in work.glob(pattern)
+    )
+
+
+def records(data: Path) -> dict[str, dict]:
+    folder = data / "work" / "state" / "records"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def output(done) -> str:
+    return (
+        f"exit {done.returncode}\n--- stdout\n{done.stdout[-4000:]}\n--- stderr\n"
+        f"{done.stderr[-4000:]}"
+    )
+
+
+@pytest.fixture(scope="module")
+def venvs() -> Path:
+    runtime = LocalRuntime(RuntimeConfig(repo=REPO, venvs=VENVS))
+    stale = [env for env in ("extract", "torch", "paddle") if not runtime.is_current(env)]
+    if stale:
+        # A test never rebuilds the shared venvs: `./hm test` builds them before the suites.
+        pytest.fail(
+            f"the local venvs {', '.join(str(VENVS / e) for e in stale)} are missing or "
+            "built from another lock: run `orchestrator envs build extract torch paddle`",
+            pytrace=False,
+        )
+    return VENVS
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.usefixtures("docker_ready")
+def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) -> None:
+    # The project's B, U and ES recipes with one run each, ES reading U's variant without its
+    # second box set: one feature variant to extract (a smoke extraction is most of this
+    # test's time), every environment's image exercised (torch for B and U, paddle for ES).
+    recipes = tmp_path / "recipes.toml"
+    table = tomllib.loads(one_run_recipes(DEFAULT_RECIPES, ["B", "U", "ES"]))
+    (ernie,) = table["models"]["ES"]["runs"]
+    ernie["features"] = table["models"]["U"]["runs"][0]["features"]
+    del ernie["extra_features"]
+    table["extract"] = {ernie["features"]: table["extract"][ernie["features"]]}
+    recipes.write_text(dump_toml(table))
+    local, docker = make_data("local"), make_data("docker")
+    args = ["run", "--recipes", str(recipes), "--models", "B,U,ES", *SMOKE]
+    args += ["--venvs", str(venvs)]
+    done = orchestrator([*args, "--runtime", "local", "--data", str(local)])
+    assert done.returncode == 0, output(done)
+    done = orchestrator([*args, "--runtime", "docker", "--data", str(docker)])
+    assert done.returncode == 0, output(done)
+
+    # The same work has the same cache key under both runtimes (data_root is not hashed), every
+    # containerised stage recorded the image it ran in, and the features are bit-identical.
+    mine, theirs = records(local), records(docker)
+    assert mine.keys() == theirs.keys()
+    for slug, record in theirs.items():
+        assert record["status"] == "done", slug
+        assert record["key"] == mine[slug]["key"], slug
+        if record["kind"] in ("extract", "pretrain", "train"):
+            env = record["key_parts"]["env"]
+            assert (record["runtime"], record["image"]) == ("docker", images.image_id(env)), slug
+        if record["kind"] in ("prepare", "extract"):
+            assert record["output_hash"] == mine[slug]["output_hash"], slug
+    assert any(r["kind"] == "extract" for r in theirs.values())  # U read region features
+
+    files = prediction_files(local)
+    assert files == prediction_files(docker)
+    assert {f.split("/")[1] for f in files if f.startswith("runs/")} == {"B", "U", "ES"}
+    paddle = [r for r in theirs.values() if r["key_parts"]["env"] == "paddle"]
+    assert len(paddle) == 2 and {r["kind"] for r in paddle} == {"train"}
+    assert {f"ensemble/FIN_{s}.csv" for s in ("dev_seen", "test_seen", "test_unseen")} <= set(files)
+    worst = 0.0
+    for name in files:
+        a = read_predictions(local / "work" / name)
+        b = read_predictions(docker / "work" / name)
+        assert a.ids.tolist() == b.ids.tolist(), name
+        np.testing.assert_allclose(b.proba, a.proba, rtol=0, atol=PROBA_ATOL, err_msg=name)
+        np.testing.assert_array_equal(b.label, a.label, err_msg=name)
+        worst = max(worst, float(np.abs(b.proba - a.proba).max(initial=0.0)))
+    print(f"largest |proba(docker) - proba(local)| over {len(files)} files: {worst:.3g}")
+
+
+def recipes_with_bad_b_param(path: Path) -> str:
+    """The project's recipe file with an unknown param in B's smoke table (hm_torch rejects it)."""
+    text = path.read_text()
+    bad, count = re.subn(
+        r"^\[models\.B\.smoke\].*$", "\\g<0>\nno_such_param = 1", text, count=1, flags=re.MULTILINE
+    )
+    assert count == 1, f"{path} has no [models.B.smoke] table"
+    return bad
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.usefixtures("docker_ready")
+def test_failed_container_names_the_stage_and_the_rerun_resumes(make_data, tmp_path: Path) -> None:
+    data = DataDir(make_data("data"))
+    recipes = tmp_path / "recipes.toml"
+    # hm_torch rejects an unknown model param: the container exits non-zero (SpecError).
+    recipes.write_text(recipes_with_bad_b_param(DEFAULT_RECIPES))
+    args = [
+        "run",
+        "--recipes",
+        str(recipes),
+        "--models",
+        "B",
+        *SMOKE,
+        "--runtime",
+        "docker",
+        "--data",
+        str(data.root),
+    ]
+    done = orchestrator(args)
+    assert done.returncode == 1, output(done)  # StageFailed
+    failed = [r for r in records(data.root).values() if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["stage"].startswith("train/B/B42/")
+    stage, log = failed[0]["stage"], data.root / failed[0]["log"]
+    assert f"stage {stage} failed" in done.stderr and str(log) in done.stderr
+    assert "no_such_param" in log.read_text()
+    prepared = read_record(data, "prepare")
+    assert prepared is not None and prepared.status == "done"
+
+    recipes.write_text(DEFAULT_RECIPES.read_text())  # the fix
+    rows = len(read_trace(data.trace))
+    done = orchestrator(args)
+    assert done.returncode == 0, output(done)
+    ran = {row["stage"]: row["cached"] for row in read_trace(data.trace)[rows:]}
+    assert ran["prepare"] == "1"  # resumed after the finished stage, not from scratch
+    assert ran[stage] == "0" and read_record(data, "prepare").started == prepared.started
+    assert {r["status"] for r in records(data.root).values()} == {"done"}
+    for split in ("dev_seen", "test_seen", "test_unseen"):
+        assert read_predictions(data.work / "ensemble" / f"FIN_{split}.csv").ids.size > 0
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+def test_missing_image_names_the_fix(make_data) -> None:
+    data = make_data("data")
+    tag = "no-such-tag-for-tests"
+    done = orchestrator(
+        ["run", "--models", "B", *SMOKE, "--runtime", "docker", "--data", str(data)],
+        env={"HM_IMAGE_TAG": tag},
+    )
+    assert done.returncode == 2, output(done)  # RuntimeUnavailable
+    assert f"hm-torch:{tag} is not built" in done.stderr and "./hm images" in done.stderr
+    assert not (data / "work" / "prepared").exists()  # checked before any stage ran
+
+
+def test_missing_engine_names_the_fix(make_data) -> None:
+    # No engine needed: DOCKER_HOST points at a socket nobody listens on.
+    data = make_data("data")
+    done = orchestrator(
+        ["run", "--models", "B", *SMOKE, "--runtime", "docker", "--data", str(data)],
+        env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert done.returncode == 2, output(done)
+    assert ("no Docker engine answers" in done.stderr and "dockerd" in done.stderr) or (
+        "docker client is not installed" in done.stderr
+    )
+    assert not (data / "work" / "prepared").exists()

@@ -1,0 +1,133 @@
+"""`python -m hm_extract` as real processes: the stage on a spec, and the direct CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hm_shared.features import FeatureStore
+from hm_shared.spec import StageSpec
+
+pytestmark = pytest.mark.slow  # full-size detector (smoke input sizes) in subprocesses
+
+SIZES = ((37, 251), (120, 90), (64, 64))
+
+
+def _data_root(tmp_path: Path, write_images) -> Path:
+    root = tmp_path / "data"
+    ids = write_images(root / "hm" / "img", SIZES)
+    write_images(root / "hm" / "img", ((50, 50),), first_id=99)  # in no split: not extracted
+    prepared = root / "work" / "prepared"
+    prepared.mkdir(parents=True)
+    splits = {
+        "train": ids[:2],
+        "dev_seen": ids[2:],
+        "dev_unseen": [],
+        "test_seen": [ids[0]],
+        "test_unseen": [],
+    }
+    for split, split_ids in splits.items():
+        rows = [
+            json.dumps({"id": i, "img": f"img/{i}.png", "text": "x", "label": 0}) for i in split_ids
+        ]
+        (prepared / f"{split}.jsonl").write_text("".join(r + "\n" for r in rows))
+    (root / "weights").mkdir()
+    return root
+
+
+def _spec(root: Path, profile: str = "smoke") -> Path:
+    spec = StageSpec(
+        stage="extract/vgattr3636",
+        kind="extract",
+        env="extract",
+        data_root=str(root),
+        output="work/.attempts/extract-vgattr3636/k1",
+        inputs={"prepared": "work/prepared", "hm": "hm", "weights": "weights"},
+        params={"variant": "vgattr3636", "weights": "attr", "min_boxes": 36, "max_boxes": 36},
+        profile=profile,
+        device="cpu",
+    )
+    path = root / f"spec-{profile}.json"
+    spec.write(path)
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hm_extract", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_stage_writes_a_store_and_a_rerun_extracts_nothing(tmp_path: Path, write_images) -> None:
+    root = _data_root(tmp_path, write_images)
+    spec = _spec(root)
+    first = _run("extract", "--spec", str(spec))
+    assert first.returncode == 0, first.stderr
+    assert "extracted 3" in first.stderr
+    store = FeatureStore(root / "work/.attempts/extract-vgattr3636/k1")
+    assert sorted(store.ids()) == ["00001", "00002", "00003"]
+    for image_id, (h, w) in zip(("00001", "00002", "00003"), SIZES, strict=True):
+        regions = store[image_id]
+        assert (regions.image_h, regions.image_w) == (h, w)
+        assert 1 <= regions.num_boxes <= 36 and regions.features.shape[1] == 2048
+        assert (np.asarray(regions.boxes[:, 2]) <= w).all()
+        assert (np.asarray(regions.attr_conf) > 0).all()  # attribute weights: real attributes
+    second = _run("extract", "--spec", str(spec))
+    assert second.returncode == 0, second.stderr
+    assert "extracted 0, already present 3" in second.stderr
+    assert len(FeatureStore(root / "work/.attempts/extract-vgattr3636/k1")) == 3
+
+
+def test_full_profile_without_weights_names_file_and_url(tmp_path: Path, write_images) -> None:
+    root = _data_root(tmp_path, write_images)
+    result = _run("extract", "--spec", str(_spec(root, "full")))
+    assert result.returncode == 3
+    assert "faster_rcnn_from_caffe_attr.pkl" in result.stderr
+    assert "http://nlp.cs.unc.edu/models/faster_rcnn_from_caffe_attr.pkl" in result.stderr
+
+
+def test_cli_skips_unreadable_images(tmp_path: Path, write_images) -> None:
+    images = tmp_path / "img"
+    write_images(images, ((40, 70), (90, 33)))
+    (images / "00000.png").write_bytes(b"garbage")  # first by name: the failing run stops early
+    out = tmp_path / "vg5050"
+    result = _run(
+        "--variant",
+        "vg5050",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--profile",
+        "smoke",
+        "--device",
+        "cpu",
+        "--skip-unreadable",
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(FeatureStore(out).ids()) == ["00001", "00002"]
+    assert (np.asarray(FeatureStore(out)["00001"].attr_ids) == 0).all()
+    assert [s["id"] for s in json.loads((out / "skipped.json").read_text())] == ["00000"]
+    failing = _run(
+        "--variant",
+        "vg5050",
+        "--images",
+        str(images),
+        "--out",
+        str(tmp_path / "x"),
+        "--profile",
+        "smoke",
+        "--device",
+        "cpu",
+    )
+    assert failing.returncode == 3 and "00000.png" in failing.stderr
+    assert "--skip-unreadable" in failing.stderr

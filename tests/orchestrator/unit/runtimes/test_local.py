@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hm_shared.io import sha256_file
+from orchestrator.datadir import DataDir
+from orchestrator.runtimes import RuntimeConfig
+from orchestrator.runtimes.local import MARKER, LocalRuntime
+
+
+def _repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "containers" / "tiny").mkdir(parents=True)
+    (repo / "containers" / "tiny" / "requirements.lock").write_text("")
+    (repo / "orchestrator").mkdir()
+    (repo / "orchestrator" / "requirements.lock").write_text("click==8.1\n")
+    return repo
+
+
+def test_marker_decides_whether_a_venv_is_current(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    runtime = LocalRuntime(RuntimeConfig(repo=repo, venvs=tmp_path / "venvs"))
+    assert not runtime.is_current("tiny")
+    marker = tmp_path / "venvs" / "tiny" / MARKER
+    marker.parent.mkdir(parents=True)
+    lock_hash = sha256_file(repo / "containers/tiny/requirements.lock")
+    marker.write_text(
+        json.dumps({"lock_sha256": lock_hash, "packages": ["shared", "containers/tiny"]})
+    )
+    assert runtime.is_current("tiny")
+    messages: list[str] = []
+    assert runtime.ensure("tiny", messages.append).lock_sha256 == lock_hash
+    assert messages == []  # nothing built
+    (repo / "containers/tiny/requirements.lock").write_text("numpy==2.0\n")
+    assert not runtime.is_current("tiny")  # a changed lock means rebuild
+
+
+def test_host_stages_use_this_interpreter(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    runtime = LocalRuntime(RuntimeConfig(repo=repo, venvs=tmp_path / "venvs"))
+    data = DataDir(tmp_path / "data")
+    assert runtime.command("host", "average", Path("s.json"), data) == [
+        sys.executable,
+        "-m",
+        "hm_shared",
+        "average",
+        "--spec",
+        "s.json",
+    ]
+    assert runtime.command("torch", "train", Path("s.json"), data)[:3] == [
+        str(tmp_path / "venvs/torch/bin/python"),
+        "-m",
+        "hm_torch",
+    ]
+    assert runtime.environ("3")["CUDA_VISIBLE_DEVICES"] == "3"
+    assert runtime.environ(None)["CUDA_VISIBLE_DEVICES"] == ""
+    assert runtime.ensure("host", print).lock_sha256 == sha256_file(
+        repo / "orchestrator/requirements.lock"
+    )
+
+
+@pytest.mark.slow
+def test_builds_a_venv_and_writes_the_marker_last(tmp_path: Path) -> None:
+    """A real build of an environment with an empty lock and two tiny editable packages."""
+    repo = _repo(tmp_path)
+    for folder, package in ((repo / "shared", "hm_shared"), (repo / "containers/tiny", "hm_tiny")):
+        (folder / package).mkdir(parents=True, exist_ok=True)
+        (folder / package / "__init__.py").write_text("")
+        (folder / "setup.py").write_text(
+            f"from setuptools import setup\nsetup(name='{package}', packages=['{package}'])\n"
+        )
+    runtime = LocalRuntime(RuntimeConfig(repo=repo, venvs=tmp_path / "venvs"))
+    messages: list[str] = []
+    runtime.ensure("tiny", messages.append)
+    assert runtime.is_current("tiny")
+    assert messages[0].startswith(f"building {tmp_path / 'venvs/tiny'}")
+    python = tmp_path / "venvs/tiny/bin/python"
+    assert subprocess.run([str(python), "-c", "import hm_tiny, hm_shared"]).returncode == 0

@@ -1,0 +1,89 @@
+from graphlib import TopologicalSorter
+from pathlib import Path
+
+from orchestrator.recipes import load_recipes
+from orchestrator.stages import build_stages, required_weights
+
+
+def test_graph_shares_extract_between_models(tiny_recipes: Path) -> None:
+    stages = build_stages(load_recipes(tiny_recipes), ("U", "O"), "smoke", topk=20)
+    ids = [s.id for s in stages]
+    extracts = [i for i in ids if i.startswith("extract/")]
+    assert extracts == ["extract/vgattr3636", "extract/vgattr5050"]
+    assert "extract/vg5050" not in ids  # no selected run names it
+    assert ids[0] == "prepare" and ids[-2:] == ["ensemble", "report"]
+    by_id = {s.id: s for s in stages}
+    order = list(TopologicalSorter({s.id: s.deps for s in stages}).static_order())
+    assert (
+        order.index("extract/vgattr5050")
+        < order.index("pretrain/O/O50")
+        < order.index("train/O/O50/train")
+    )
+    assert by_id["train/O/O50/traindev"].deps == [
+        "extract/vgattr5050",
+        "prepare",
+        "pretrain/O/O50",
+    ]
+    pretrain = by_id["pretrain/O/O50"].params
+    assert (pretrain["seed"], pretrain["features"], pretrain["epochs"]) == (50, "vgattr5050", 1)
+    assert by_id["train/O/O50/train"].params["valid"] == "dev_seen"
+    assert by_id["train/O/O50/traindev"].params["valid"] is None  # dev_seen is in traindev
+    assert by_id["prepare"].params == {"topk": 20}
+    assert set(by_id["average/U"].inputs) == {
+        "run:U36:train",
+        "run:U36:traindev",
+        "run:U50:train",
+        "run:U50:traindev",
+    }
+    assert set(by_id["report"].inputs) == {"prepared", "ensemble", "model:U", "model:O"}
+
+
+def test_extract_stage_contract(tiny_recipes: Path) -> None:
+    stages = build_stages(load_recipes(tiny_recipes), ("U",), "full")
+    extract = next(s for s in stages if s.id == "extract/vgattr3636")
+    assert (extract.env, extract.verb, extract.output) == (
+        "extract",
+        "extract",
+        "work/features/vgattr3636",
+    )
+    assert {k: v.path for k, v in extract.inputs.items()} == {
+        "prepared": "work/prepared",
+        "hm": "hm",
+        "weights": "weights",
+    }
+    assert extract.params == {
+        "variant": "vgattr3636",
+        "weights": "attr",
+        "min_boxes": 36,
+        "max_boxes": 36,
+    }
+    assert extract.needs_accelerator
+
+
+def test_train_params_merge_by_profile(tiny_recipes: Path) -> None:
+    recipes = load_recipes(tiny_recipes)
+    smoke = {s.id: s for s in build_stages(recipes, ("U",), "smoke")}
+    full = {s.id: s for s in build_stages(recipes, ("U",), "full")}
+    assert smoke["train/U/U36/train"].params["epochs"] == 1
+    assert full["train/U/U36/train"].params["epochs"] == 5
+    run50 = full["train/U/U50/traindev"].params
+    assert run50["lr"] == 2e-5  # per-run override wins
+    assert run50["predict"] == ["test_seen", "test_unseen"] and run50["fit"] == "traindev"
+    assert run50["features"] == "vgattr5050" and run50["seed"] == 50
+    assert "weights" in full["train/U/U36/train"].inputs
+    assert "weights" not in smoke["train/U/U36/train"].inputs  # smoke never reads weights
+
+
+def test_required_weights_lists_detector_and_model_files(tiny_recipes: Path) -> None:
+    stages = build_stages(load_recipes(tiny_recipes), ("U",), "full")
+    files = [w.file for w in required_weights(stages)]
+    assert files == ["faster_rcnn_from_caffe_attr.pkl", "uniter-large.pt"]
+
+
+def test_traindev_fit_has_no_validation_split_and_no_early_stopping() -> None:
+    from orchestrator.recipes import DEFAULT_RECIPES
+
+    stages = {s.id: s for s in build_stages(load_recipes(DEFAULT_RECIPES), ("B",), "full")}
+    train, traindev = stages["train/B/B42/train"].params, stages["train/B/B42/traindev"].params
+    assert (train["valid"], train["early_stopping"]) == ("dev_seen", 3)
+    assert (traindev["valid"], traindev["early_stopping"]) == (None, 0)

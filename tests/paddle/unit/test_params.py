@@ -1,0 +1,164 @@
+"""The params/ loader: Paddle's own per-variable saver, strictness, full-size base and large."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes
+from hm_paddle.params import (
+    HEAD,
+    export_upstream_params,
+    load_upstream_params,
+    read_lod_tensor,
+    read_params_dir,
+    rename_table,
+    write_lod_tensor,
+)
+from hm_shared.errors import HmDataError
+
+
+def _tiny() -> ErnieVilForHatefulMemes:
+    return ErnieVilForHatefulMemes(ErnieVilConfig.tiny(vocab_size=50, v_feature_size=12))
+
+
+def _upstream_shapes(model: ErnieVilForHatefulMemes) -> dict[str, list[int]]:
+    state = model.state_dict()
+    table = rename_table(model.ernie_vil.config)
+    return {up: list(state[ours].shape) for up, ours in table.items()}
+
+
+def _save_with_paddle(root: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write `arrays` with Paddle's legacy static-graph saver (one file per variable)."""
+    paddle.enable_static()
+    try:
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            params = [
+                paddle.static.create_parameter(list(a.shape), "float32", name=name)
+                for name, a in arrays.items()
+            ]
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            exe.run(startup)
+            for name, array in arrays.items():
+                scope.find_var(name).get_tensor().set(array, paddle.CPUPlace())
+            paddle.static.io.save_vars(exe, str(root), main, vars=params)
+    finally:
+        paddle.disable_static()
+
+
+def test_rename_table_covers_every_parameter() -> None:
+    model = _tiny()
+    ours = set(rename_table(model.ernie_vil.config).values()) | set(HEAD.values())
+    assert ours == set(model.state_dict())
+
+
+def test_upstream_layer_names_follow_the_interleaving() -> None:
+    names = rename_table(ErnieVilConfig.base())
+    assert "encoder_layer_11_post_ffn_layer_norm_scale" in names
+    assert "encoder_vlayer_5_ffn_fc_1.w_0" in names
+    assert "encoder_colayer_5_vl_multi_head_att_key_fc.b_0" in names
+    assert "encoder_layer_12_ffn_fc_0.w_0" not in names
+    large = rename_table(ErnieVilConfig.large())
+    assert "encoder_layer_23_ffn_fc_0.w_0" in large
+    assert "encoder_colayer_6_ffn_fc_0.w_0" not in large
+
+
+def test_paddle_saved_directory_loads_with_identical_values(tmp_path: Path) -> None:
+    model = _tiny()
+    rng = np.random.default_rng(0)
+    shapes = _upstream_shapes(model) | {"hm_fc.w_0": [40, 1], "hm_fc.b_0": [1]}
+    arrays = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+    _save_with_paddle(tmp_path, arrays)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(arrays)
+    report = load_upstream_params(model, tmp_path)
+    assert sorted(report.loaded) == sorted(arrays) and report.random == []
+    state = model.state_dict()
+    table = rename_table(model.ernie_vil.config) | HEAD
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(state[table[name]].numpy(), array, err_msg=name)
+    # fc weights keep fluid's [in, out] layout: the query fc of text layer 0 is [H, H], image_emb
+    # is [v_feature_size, v_hidden].
+    assert list(state["ernie_vil.image_emb.weight"].shape) == [12, 40]
+
+
+def test_head_absent_is_reported_random(tmp_path: Path) -> None:
+    model = _tiny()
+    export_upstream_params(model, tmp_path)
+    for name in HEAD:
+        (tmp_path / name).unlink()
+    (tmp_path / "encoder_layer_0_ffn_fc_0.w_0_moment1_0").write_bytes(
+        (tmp_path / "encoder_layer_0_ffn_fc_0.w_0").read_bytes()
+    )
+    report = load_upstream_params(_tiny(), tmp_path)
+    assert report.random == ["hm_fc.bias", "hm_fc.weight"]
+    assert report.ignored == ["encoder_layer_0_ffn_fc_0.w_0_moment1_0"]
+
+
+def test_missing_variable_fails_with_its_name(tmp_path: Path) -> None:
+    export_upstream_params(_tiny(), tmp_path)
+    (tmp_path / "encoder_colayer_1_vl_ffn_fc_0.b_0").unlink()
+    with pytest.raises(HmDataError, match=r"1 missing: encoder_colayer_1_vl_ffn_fc_0\.b_0"):
+        load_upstream_params(_tiny(), tmp_path)
+
+
+def test_extra_variable_fails_with_its_name(tmp_path: Path) -> None:
+    export_upstream_params(_tiny(), tmp_path)
+    write_lod_tensor(tmp_path / "mask_lm_trans_fc.w_0", np.ones((32, 32), np.float32))
+    with pytest.raises(HmDataError, match=r"1 unexpected: mask_lm_trans_fc\.w_0"):
+        load_upstream_params(_tiny(), tmp_path)
+    # An explicit allow-list (params.ignore_params of the recipe) accepts it.
+    report = load_upstream_params(_tiny(), tmp_path, extra_ignored=[r"mask_lm_.*"])
+    assert report.ignored == ["mask_lm_trans_fc.w_0"]
+
+
+def test_shape_mismatch_fails_with_name_and_shapes(tmp_path: Path) -> None:
+    export_upstream_params(_tiny(), tmp_path)
+    write_lod_tensor(tmp_path / "image_loc.w_0", np.ones((4, 40), np.float32))
+    with pytest.raises(HmDataError, match=r"image_loc\.w_0 \[4, 40\] vs \[5, 40\]"):
+        load_upstream_params(_tiny(), tmp_path)
+
+
+def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "word_embedding"
+    write_lod_tensor(path, np.ones((3, 2), np.float32))
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(HmDataError, match=r"word_embedding: not a Paddle LoDTensor"):
+        read_lod_tensor(path)
+    with pytest.raises(HmDataError, match="params directory not found"):
+        read_params_dir(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int64, np.float64])
+def test_writer_reader_round_trip(tmp_path: Path, dtype: type) -> None:
+    array = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
+    write_lod_tensor(tmp_path / "x", array)
+    got = read_lod_tensor(tmp_path / "x")
+    assert got.dtype == array.dtype
+    np.testing.assert_array_equal(got, array)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_full_size_random_params_load_strictly(tmp_path: Path, size: str) -> None:
+    cfg = ErnieVilConfig.named(size)
+    paddle.seed(1)
+    written = export_upstream_params(ErnieVilForHatefulMemes(cfg), tmp_path)
+    gc.collect()  # one full-size model in memory at a time
+    paddle.seed(2)
+    model = ErnieVilForHatefulMemes(cfg)
+    report = load_upstream_params(model, tmp_path)
+    assert sorted(report.loaded) == written
+    state = model.state_dict()
+    for upstream, ours in (rename_table(cfg) | HEAD).items():
+        np.testing.assert_array_equal(
+            state[ours].numpy(), read_lod_tensor(tmp_path / upstream), err_msg=upstream
+        )
+    n_params = sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert n_params > (200e6 if size == "base" else 500e6)

@@ -1,0 +1,55 @@
+"""Training recipe pieces and learning on data that needs both modalities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import XorMemes
+
+from hm_paddle.inputs import ErnieTokenizer, MemeInputs
+from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes
+from hm_paddle.train import TrainConfig, batch_order, fit, make_optimizer, predict, seed_everything
+from hm_shared.metrics import auroc
+
+
+def test_warmup_then_constant() -> None:
+    cfg = TrainConfig()
+    assert cfg.lr_at(1) == pytest.approx(2e-8)
+    assert cfg.lr_at(250) == pytest.approx(5e-6)
+    assert cfg.lr_at(500) == cfg.lr_at(2500) == 1e-5
+
+
+def test_batch_order_covers_each_epoch_once() -> None:
+    cfg = TrainConfig(seed=3, batch_size=4)
+    epoch = [i for step in range(3) for i in batch_order(10, cfg, step)]
+    assert sorted(epoch) == list(range(10))
+    assert batch_order(10, cfg, 5) == batch_order(10, cfg, 5)
+    assert batch_order(10, cfg, 0) != batch_order(10, cfg, 3)  # a new permutation per epoch
+
+
+def test_weight_decay_skips_layer_norm_and_bias() -> None:
+    model = ErnieVilForHatefulMemes(ErnieVilConfig.tiny())
+    opt = make_optimizer(model, TrainConfig())
+    named = dict(model.named_parameters())
+    decays = {n: opt._apply_decay_param_fun(p.name) for n, p in named.items()}
+    assert decays["ernie_vil.encoder_layer.0.ffn.fc_0.weight"]
+    assert decays["ernie_vil.word_embedding.weight"]
+    assert not decays["ernie_vil.encoder_layer.0.ffn.fc_0.bias"]
+    assert not decays["ernie_vil.encoder_colayer.1.vl_post_ffn_layer_norm.weight"]
+
+
+def _dev_auroc(train: XorMemes, dev: XorMemes, text_only: bool) -> float:
+    tok = ErnieTokenizer.train([t for _, t, _ in train.rows], 100)
+    seed_everything(0)
+    cfg = ErnieVilConfig.tiny(vocab_size=tok.vocab_size, v_feature_size=16)
+    model = ErnieVilForHatefulMemes(cfg, text_only=text_only)
+    recipe = TrainConfig(seed=0, lr=1e-3, warmup_steps=20, steps=160, batch_size=16)
+    fit(model, MemeInputs(train.rows, tok, train.main, train.extra), recipe)
+    proba = predict(model, MemeInputs(dev.rows, tok, dev.main, dev.extra), 64)
+    return auroc(np.array([y for *_, y in dev.rows]), proba)
+
+
+@pytest.mark.slow
+def test_needs_both_modalities(xor_train: XorMemes, xor_dev: XorMemes) -> None:
+    assert _dev_auroc(xor_train, xor_dev, text_only=False) >= 0.9
+    assert _dev_auroc(xor_train, xor_dev, text_only=True) <= 0.65

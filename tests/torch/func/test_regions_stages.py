@@ -1,0 +1,164 @@
+"""`python -m hm_torch {pretrain,train}` for U, O and V on a real feature store and prepared
+splits (smoke profile: tiny models, trained vocabularies)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hm_shared.dataset import Meme, write_prepared
+from hm_shared.features import FeatureStoreWriter, RegionFeatures
+from hm_shared.spec import StageSpec
+from hm_torch.checkpoints import native_metadata
+
+DIM = 16
+WORDS = ["cat", "dog", "love", "hate", "people", "funny", "meme", "day", "when", "you"]
+SMOKE = {
+    "size": "tiny",
+    "epochs": 1,
+    "batch_size": 4,
+    "lr": 1e-4,
+    "max_regions": 5,
+    "checkpoint_every": 0,
+}
+
+
+def _memes(prefix: int, n: int, rng: np.random.Generator, labelled: bool = True) -> list[Meme]:
+    memes = []
+    for i in range(n):
+        meme_id = f"{prefix}{i:04d}"
+        text = " ".join(rng.choice(WORDS, 5))
+        memes.append(Meme(meme_id, f"img/{meme_id}.png", text, int(i % 2) if labelled else None))
+    return memes
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    splits = {
+        "train": _memes(1, 16, rng),
+        "dev_seen": _memes(2, 8, rng),
+        "test_seen": _memes(3, 6, rng, labelled=False),
+        "pretrain": _memes(4, 16, rng),
+    }
+    prepared = root / "work" / "prepared"
+    for name, memes in splits.items():
+        write_prepared(prepared / f"{name}.jsonl", memes)
+    with FeatureStoreWriter(root / "work" / "features" / "vgattr5050", feature_dim=DIM) as out:
+        for meme in (m for memes in splits.values() for m in memes):
+            n = int(rng.integers(2, 8))
+            xy = rng.uniform(0, 50, (n, 2))
+            out.add(
+                RegionFeatures(
+                    meme.id,
+                    120,
+                    160,
+                    np.concatenate([xy, xy + 40], 1).astype(np.float32),
+                    rng.normal(size=(n, DIM)).astype(np.float32),
+                    rng.integers(0, 1600, n),
+                    rng.uniform(size=n).astype(np.float32),
+                    np.zeros(n, np.int64),
+                    np.zeros(n, np.float32),
+                )
+            )
+    return root
+
+
+def _run(
+    root: Path, kind: str, name: str, inputs: dict[str, str], params: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    output = f"work/.attempts/{name}"
+    spec = StageSpec(
+        stage=name,
+        kind=kind,
+        env="torch",
+        data_root=str(root),
+        output=output,
+        inputs=inputs,
+        params=params,
+        profile="smoke",
+    )
+    spec_path = root / f"{name}.json"
+    spec.write(spec_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 shared cores: threads only thrash
+    return subprocess.run(
+        [sys.executable, "-m", "hm_torch", kind, "--spec", str(spec_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+TRAIN_INPUTS = {"prepared": "work/prepared", "features": "work/features/vgattr5050"}
+
+
+def _train_params(letter: str, **extra: Any) -> dict[str, Any]:
+    return {
+        **SMOKE,
+        "model": letter,
+        "run": f"{letter}1",
+        "seed": 1,
+        "fit": "train",
+        "predict": ["dev_seen", "test_seen"],
+        "valid": "dev_seen",
+        "features": "vgattr5050",
+        **extra,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("letter", ["U", "O", "V"])
+def test_train_stage_writes_predictions(data_root: Path, letter: str) -> None:
+    result = _run(data_root, "train", f"train-{letter}", TRAIN_INPUTS, _train_params(letter))
+    assert result.returncode == 0, result.stderr
+    out = data_root / "work" / ".attempts" / f"train-{letter}"
+    with open(out / "predictions" / "test_seen.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["id"] for r in rows] == [f"3{i:04d}" for i in range(6)]
+    assert all(0.0 <= float(r["proba"]) <= 1.0 for r in rows)
+    assert (out / "model.safetensors").is_file() and (out / "vocab.txt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("letter", ["O", "V"])
+def test_pretrain_output_feeds_fine_tuning(data_root: Path, letter: str) -> None:
+    params = {
+        **SMOKE,
+        "model": letter,
+        "features": "vgattr5050",
+        "itm": letter == "O",
+        "object_tags": letter == "O",
+    }
+    result = _run(data_root, "pretrain", f"pretrain-{letter}", TRAIN_INPUTS, params)
+    assert result.returncode == 0, result.stderr
+    pre = data_root / "work" / ".attempts" / f"pretrain-{letter}"
+    meta = native_metadata(pre / "model.safetensors")
+    assert meta["model"].endswith("ForPretraining")
+    assert (pre / "vocab.txt").is_file() and not (pre / "checkpoint").exists()
+
+    inputs = {**TRAIN_INPUTS, "pretrained": f"work/.attempts/pretrain-{letter}"}
+    tags = {"object_tags": True} if letter == "O" else {}
+    result = _run(data_root, "train", f"train-{letter}-pre", inputs, _train_params(letter, **tags))
+    assert result.returncode == 0, result.stderr
+    assert (data_root / "work" / ".attempts" / f"train-{letter}-pre" / "metrics.json").is_file()
+
+
+def test_full_profile_without_weights_is_a_data_error(data_root: Path) -> None:
+    params = _train_params("U", size="large", checkpoint="uniter-large.pt", vocab="vocab.txt")
+    result = _run(data_root, "train", "train-U-full", TRAIN_INPUTS, params)
+    assert result.returncode == 3
+    assert "vocab.txt" in result.stderr and "'weights'" in result.stderr
+
+
+def test_unknown_model_param_is_named(data_root: Path) -> None:
+    result = _run(data_root, "train", "train-U-bad", TRAIN_INPUTS, _train_params("U", box=3))
+    assert result.returncode == 2 and "unknown model param(s) ['box']" in result.stderr

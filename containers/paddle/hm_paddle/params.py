@@ -229,11 +229,19 @@ class LoadReport:
                     + (" …" if len(names) > 8 else "")
                 )
         if problems:
+            way_out = (
+                "; if the unexpected variables are heads this model does not use (e.g. the "
+                "pre-training heads), list regular expressions for them in the run's "
+                "`ignore_params` (recipes.toml: [models.ES.params] ignore_params = ['mask_lm_.*'])"
+                if self.unexpected
+                else ""
+            )
             raise HmDataError(
                 "params directory does not match the ERNIE-ViL model ("
                 + "; ".join(problems)
                 + "); expected the params/ folder of the released "
-                "model-ernie-vil-{base,large}[-VCR-task-pre]-en tarball for this model size",
+                "model-ernie-vil-{base,large}[-VCR-task-pre]-en tarball for this model size"
+                + way_out,
                 root,
             )
 

@@ -33,6 +33,18 @@ from hm_shared.spec import StageSpec
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pdckpt"
+# params of every train stage, set by the orchestrator (recipes: the run's row)
+STAGE_PARAMS = ("model", "run", "seed", "fit", "predict", "valid", "features", "extra_features")
+# the model's and inputs' own params (recipes: [models.ES.params] and its smoke table)
+MODEL_PARAMS = (
+    "size",
+    "text_only",
+    "params_dir",
+    "ignore_params",
+    "smoke_vocab_size",
+    "max_len",
+    "max_regions",
+)
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,16 @@ def _split(spec: StageSpec, name: str) -> list[tuple[str, str, int | None]]:
     return [(m.id, m.text, m.label) for m in read_prepared(path)]
 
 
+def check_params(spec: StageSpec) -> None:
+    """A misspelt recipe param is an error naming it, never a silently ignored setting."""
+    known = {*TrainConfig.__dataclass_fields__, *STAGE_PARAMS, *MODEL_PARAMS}
+    unknown = sorted(set(spec.params) - known)
+    if unknown:
+        raise SpecError(
+            f"stage {spec.stage}: unknown param(s) {unknown} for ERNIE-ViL; valid: {sorted(known)}"
+        )
+
+
 def _train_config(spec: StageSpec) -> TrainConfig:
     fields = TrainConfig.__dataclass_fields__
     values = {k: spec.params[k] for k in fields if k in spec.params}
@@ -235,6 +257,7 @@ def _model_and_tokenizer(
 def train_stage(spec: StageSpec) -> None:
     """Fit on params.fit, predict params.predict, write predictions/, weights, logs, metrics."""
     out = spec.output_dir
+    check_params(spec)
     cfg = _train_config(spec)
     seed_everything(cfg.seed)
     fit_name, valid = spec.param("fit"), spec.params.get("valid")
@@ -284,4 +307,12 @@ def train_stage(spec: StageSpec) -> None:
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # outputs complete: drop the state
 
 
-__all__ = ["TrainConfig", "batch_order", "fit", "make_optimizer", "predict", "train_stage"]
+__all__ = [
+    "TrainConfig",
+    "batch_order",
+    "check_params",
+    "fit",
+    "make_optimizer",
+    "predict",
+    "train_stage",
+]

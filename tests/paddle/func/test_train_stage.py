@@ -135,3 +135,10 @@ def test_bad_spec_input_exits_with_data_error(data_root: Path) -> None:
     spec.write_text(json.dumps(raw))
     done = subprocess.run(_command(spec), capture_output=True, text=True, timeout=300)
     assert done.returncode == 3 and "work/features/absent" in done.stderr
+
+
+def test_misspelt_param_is_a_usage_error_naming_it(data_root: Path) -> None:
+    spec = _spec(data_root, "EStypo", "train", ["dev_seen"], steps=2, warmup_step=5)
+    done = subprocess.run(_command(spec), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "unknown param(s) ['warmup_step']" in done.stderr and "'warmup_steps'" in done.stderr

@@ -12,13 +12,29 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _file_mode() -> int:
+    """The mode `open()` would give a new file under this process's umask (read once, at import:
+    setting the umask to read it is not thread-safe)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_open(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; on clean exit fsync and `os.replace` it onto `path`."""
+    """Open a temp file beside `path`; on clean exit fsync and `os.replace` it onto `path`.
+
+    The file gets the mode a plain `open()` would give it (mkstemp's temp files are 0600, which
+    would hide predictions and reports from the user's group whatever their umask says).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()

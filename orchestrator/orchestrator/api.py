@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hm_shared.errors import HmError, MissingWeightsError
-from orchestrator import cache
+from orchestrator import cache, weights
 from orchestrator.datadir import DataDir
 from orchestrator.executor import Executor, OnError, Outcome
 from orchestrator.gpus import resolve_gpus
@@ -22,6 +22,7 @@ from orchestrator.recipes import DEFAULT_RECIPES, Weight, load_recipes
 from orchestrator.records import Record, read_record
 from orchestrator.runtimes import Runtime, RuntimeConfig, Say, make_runtime
 from orchestrator.stages import Profile, StageDef, build_stages, required_weights
+from orchestrator.weights import FetchResult, present
 
 REPO = Path(__file__).resolve().parents[2]
 ENVS = ("extract", "torch", "paddle")
@@ -91,13 +92,14 @@ def missing_weights(data: DataDir, stages: list[StageDef]) -> list[Weight]:
     return [w for w in required_weights(stages) if not present(data.weights / w.file)]
 
 
-def present(path: Path) -> bool:
-    """A weight file, or a weight directory (ERNIE-ViL's params/) with at least one file."""
-    return path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*")))
+def fetch_weights(settings: Settings, models: str, say: Say) -> FetchResult:
+    """Download the pretrained files the full profile of `models` needs and does not have."""
+    _, stages = select_stages(settings, Selection(models=models, profile="full"))
+    return weights.fetch_weights(DataDir(settings.data).weights, required_weights(stages), say)
 
 
 def missing_weights_error(data: DataDir, missing: list[Weight]) -> MissingWeightsError:
-    lines = [f"  {data.weights / w.file}  (get it from {w.source})" for w in missing]
+    lines = [f"  {data.weights / w.file}  (get it from {w.where()})" for w in missing]
     return MissingWeightsError(
         f"the full profile needs {len(missing)} pretrained file(s) that are missing:\n"
         + "\n".join(lines)

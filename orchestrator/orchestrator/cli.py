@@ -10,6 +10,7 @@ from hm_shared.errors import HmError
 from orchestrator.cli_envs import envs, images
 from orchestrator.cli_pipeline import plan_command, run_command
 from orchestrator.cli_status import status_command
+from orchestrator.cli_weights import weights
 from orchestrator.errors import UnknownModelError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -47,6 +48,7 @@ cli.add_command(plan_command)
 cli.add_command(status_command)
 cli.add_command(envs)
 cli.add_command(images)
+cli.add_command(weights)
 
 
 def main() -> None:

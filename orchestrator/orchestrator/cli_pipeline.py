@@ -118,4 +118,4 @@ def plan_command(
     if result.missing_weights:
         click.echo("missing pretrained files (the full profile needs them):")
         for weight in result.missing_weights:
-            click.echo(f"  {result.data.weights / weight.file}  (get it from {weight.source})")
+            click.echo(f"  {result.data.weights / weight.file}  (get it from {weight.where()})")

@@ -98,6 +98,32 @@ def _check_models(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
+def models_option(required: bool = True) -> Callable[[F], F]:
+    """--models: letters of the recipe file (checked against it), comma-separated, or 'all'."""
+    return click.option(
+        "--models",
+        required=required,
+        default=None if required else "all",
+        show_default=not required,
+        callback=_check_models,
+        metavar="B[,U,…]|all",
+        help="Model letters from the recipe file, comma-separated, or 'all'.",
+    )
+
+
+def recipes_option(fn: F) -> F:
+    return click.option(
+        "--recipes",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=DEFAULT_RECIPES,
+        show_default="orchestrator/orchestrator/recipes.toml",
+        envvar="HM_RECIPES",
+        show_envvar=True,
+        is_eager=True,
+        help="Recipe file (docs/architecture.md §7).",
+    )(fn)
+
+
 def selection_options(models_required: bool = True) -> Callable[[F], F]:
     """--recipes, --models, --topk, --profile: which stages a command is about."""
 
@@ -110,24 +136,7 @@ def selection_options(models_required: bool = True) -> Callable[[F], F]:
             help="Keep N memes of each split, a fixed subset chosen by a hash of the id with both "
             "labels kept (fast runs; the same N gives the same memes on every machine).",
         )(fn)
-        fn = click.option(
-            "--models",
-            required=models_required,
-            default=None if models_required else "all",
-            show_default=not models_required,
-            callback=_check_models,
-            metavar="B[,U,…]|all",
-            help="Model letters from the recipe file, comma-separated, or 'all'.",
-        )(fn)
-        return click.option(
-            "--recipes",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            default=DEFAULT_RECIPES,
-            show_default="orchestrator/orchestrator/recipes.toml",
-            envvar="HM_RECIPES",
-            show_envvar=True,
-            is_eager=True,
-            help="Recipe file (docs/architecture.md §7).",
-        )(fn)
+        fn = models_option(models_required)(fn)
+        return recipes_option(fn)
 
     return decorate

@@ -19,12 +19,21 @@ DEFAULT_RECIPES = Path(__file__).with_name("recipes.toml")
 
 
 class Weight(BaseModel):
-    """A pretrained file under data/weights and where to get it."""
+    """A pretrained file (or directory) under data/weights and where to get it: the URL
+    `source`, or the `member` of the archive at that URL (matched by path suffix);
+    `orchestrator weights fetch` downloads it."""
 
     model_config = ConfigDict(extra="forbid")
 
     file: str
-    source: str
+    source: str = Field(pattern=r"^(https?|file)://\S+$")
+    member: str | None = None
+    note: str | None = None  # what a user must know to get it (a token, a licence)
+
+    def where(self) -> str:
+        """`source`, with the archive member and the note when there are."""
+        text = self.source + (f", {self.member} inside the archive" if self.member else "")
+        return text + (f"; {self.note}" if self.note else "")
 
 
 # The detector checkpoints behind `extract.<variant>.weights` (upstream.md: vilio uses the

@@ -1,0 +1,223 @@
+"""`orchestrator weights fetch` against a real HTTP server on 127.0.0.1: plain files, members of
+a tar.gz (a directory and a file, one download for both), no-op rerun, and the failures: 404, a
+truncated body, a member that is not there, an entry that climbs out of its folder."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+import threading
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hm_shared.errors import HmDataError
+from orchestrator.recipes import DETECTOR_WEIGHTS
+from orchestrator.weights import extract_member
+
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
+PARAMS = {"encoder_layer_0_ffn_fc_0.w_0": b"\x01" * 64, "image_emb.b_0": b"\x02" * 16}
+
+
+@dataclass
+class Server:
+    root: Path
+    url: str
+    hits: Counter = field(default_factory=Counter)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    root = tmp_path / "served"
+    root.mkdir()
+    hits: Counter = Counter()
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self) -> None:
+            hits[self.path] += 1
+            if self.path == "/truncated.pt":  # promises 1000 bytes, sends 10, hangs up
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b"0123456789")
+                self.close_connection = True
+                return
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield Server(root, f"http://127.0.0.1:{httpd.server_address[1]}", hits)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def ernie_tarball(path: Path, extra: dict[str, bytes] | None = None) -> None:
+    """A tar.gz laid out like the released ones: a top folder with params/ and vocab.txt; the
+    params/ folder has no entry of its own (only its files), as some tar writers do."""
+    members = {f"model-ernie/params/{k}": v for k, v in PARAMS.items()}
+    members |= {"model-ernie/vocab.txt": b"[PAD]\n[CLS]\n[SEP]\n", **(extra or {})}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def recipes(tmp_path: Path, url: str, uniter: str = "uniter-large.pt") -> Path:
+    path = tmp_path / "recipes.toml"
+    tar = f"{url}/model-ernie.tar.gz"
+    path.write_text(f"""
+[extract.vgattr3636]
+weights = "attr"
+min_boxes = 36
+max_boxes = 36
+
+[models.U]
+env = "torch"
+weights = [
+    {{ file = "uniter-large.pt", source = "{url}/{uniter}" }},
+    {{ file = "bert-large-cased-vocab.txt", source = "{url}/vocab.txt" }},
+]
+
+[[models.U.runs]]
+name = "U36"
+seed = 36
+features = "vgattr3636"
+
+[models.ES]
+env = "paddle"
+weights = [
+    {{ file = "ernie-vil-base/params", source = "{tar}", member = "params" }},
+    {{ file = "ernie-vil-base/vocab.txt", source = "{tar}", member = "vocab.txt" }},
+]
+
+[[models.ES.runs]]
+name = "ES36"
+seed = 36
+features = "vgattr3636"
+""")
+    return path
+
+
+def data_dir(tmp_path: Path) -> Path:
+    """A data dir that already holds the detector pickle (its real source is not reachable)."""
+    data = tmp_path / "data"
+    (data / "weights").mkdir(parents=True)
+    (data / "weights" / DETECTOR_WEIGHTS["attr"].file).write_bytes(b"detector")
+    return data
+
+
+def fetch(recipe: Path, data: Path, models: str = "U,ES") -> subprocess.CompletedProcess[str]:
+    cmd = [ORCHESTRATOR, "weights", "fetch", "--recipes", str(recipe), "--data", str(data)]
+    return subprocess.run(
+        [*cmd, "--models", models], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def leftovers(weights: Path) -> list[str]:
+    return sorted(p.name for p in weights.rglob("*") if p.name.endswith(".part")) + sorted(
+        p.name for p in weights.glob(".downloads")
+    )
+
+
+def test_fetch_downloads_files_and_archive_members_once(server: Server, tmp_path: Path) -> None:
+    (server.root / "uniter-large.pt").write_bytes(bytes(range(256)) * 4000)  # ~1 MB: 2 chunks
+    (server.root / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    ernie_tarball(server.root / "model-ernie.tar.gz")
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)
+
+    done = fetch(recipe, data)
+    assert done.returncode == 0, done.stderr
+    weights = data / "weights"
+    assert (weights / "uniter-large.pt").read_bytes() == (
+        server.root / "uniter-large.pt"
+    ).read_bytes()
+    assert (weights / "bert-large-cased-vocab.txt").read_text() == "[PAD]\n[UNK]\n"
+    params = weights / "ernie-vil-base" / "params"
+    assert {p.name: p.read_bytes() for p in params.iterdir()} == PARAMS
+    assert (weights / "ernie-vil-base" / "vocab.txt").read_bytes() == b"[PAD]\n[CLS]\n[SEP]\n"
+    assert server.hits["/model-ernie.tar.gz"] == 1  # one download for both members
+    assert leftovers(weights) == []
+    assert "4 fetched, 1 already present" in done.stdout
+
+    # everything present: nothing is requested again
+    before = sum(server.hits.values())
+    again = fetch(recipe, data)
+    assert again.returncode == 0, again.stderr
+    assert sum(server.hits.values()) == before
+    assert "0 fetched, 5 already present" in again.stdout
+
+
+def test_http_error_names_the_url_and_the_file_and_leaves_nothing(
+    server: Server, tmp_path: Path
+) -> None:
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)  # nothing served
+    done = fetch(recipe, data, "U")
+    assert done.returncode == 3
+    assert f"{server.url}/uniter-large.pt: HTTP 404" in done.stderr
+    assert str(data / "weights" / "uniter-large.pt") in done.stderr
+    assert not (data / "weights" / "uniter-large.pt").exists()
+    assert leftovers(data / "weights") == []
+
+
+def test_truncated_download_is_not_kept(server: Server, tmp_path: Path) -> None:
+    recipe, data = recipes(tmp_path, server.url, uniter="truncated.pt"), data_dir(tmp_path)
+    done = fetch(recipe, data, "U")
+    assert done.returncode == 3
+    assert "stopped after 10 of 1000 bytes" in done.stderr
+    assert not (data / "weights" / "uniter-large.pt").exists()
+    assert leftovers(data / "weights") == []
+
+
+def test_archive_without_the_member_lists_what_it_holds(server: Server, tmp_path: Path) -> None:
+    with tarfile.open(server.root / "model-ernie.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("other-model/readme.txt")
+        tar.addfile(info, io.BytesIO(b""))
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)
+    done = fetch(recipe, data, "ES")
+    assert done.returncode == 3
+    assert "archive holds no 'params'; its top-level entries: ['other-model']" in done.stderr
+    assert not (data / "weights" / "ernie-vil-base" / "params").exists()
+
+
+def test_entry_climbing_out_of_the_member_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    ernie_tarball(archive, {"model-ernie/params/../../../escaped.txt": b"gotcha"})
+    target = tmp_path / "out" / "params"
+    with pytest.raises(HmDataError, match="points outside its folder; refused"):
+        extract_member(archive, "params", target)
+    assert not target.exists() and not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_links_in_a_member_are_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("m/params/w_0")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(HmDataError, match=r"holds links or devices \(m/params/w_0\); refused"):
+        extract_member(archive, "params", tmp_path / "params")
+
+
+def test_zip_member_file_by_path_suffix(tmp_path: Path) -> None:
+    archive = tmp_path / "large-vg-labels.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("large-vg-labels/ep_20_590000/pytorch_model.bin", b"weights")
+        zf.writestr("large-vg-labels/ep_20_590000/config.json", b"{}")
+    target = tmp_path / "oscar" / "pytorch_model.bin"
+    extract_member(archive, "ep_20_590000/pytorch_model.bin", target)
+    assert target.read_bytes() == b"weights"

@@ -11,6 +11,7 @@ entry such as `../../etc/x` or a link cannot reach outside it.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import tarfile
@@ -22,6 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from hm_shared.errors import HmDataError, MissingWeightsError
 from hm_shared.io import atomic_open
@@ -48,16 +52,30 @@ def download(url: str, target: Path, say: Say, timeout: float = 60.0) -> Path:
     """Stream `url` into `target` (via `target.part`, renamed when the byte count is complete)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )  # drawn only on a terminal: rich disables it for pipes and CI logs
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+        with (
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            open(part, "wb") as out,
+            bar,
+        ):
             expected = response.headers.get("Content-Length")
+            task = bar.add_task(target.name, total=int(expected) if expected else None)
             received = 0
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 received += len(chunk)
+                bar.update(task, completed=received)
             out.flush()
             os.fsync(out.fileno())
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         code = f"HTTP {exc.code} " if isinstance(exc, urllib.error.HTTPError) else ""

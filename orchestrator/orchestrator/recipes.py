@@ -8,10 +8,17 @@ model has at least one run and that every feature variant it names is declared.
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import RecipeError, UnknownModelError
 
@@ -29,6 +36,14 @@ class Weight(BaseModel):
     source: str = Field(pattern=r"^(https?|file)://\S+$")
     member: str | None = None
     note: str | None = None  # what a user must know to get it (a token, a licence)
+
+    @field_validator("file", "member")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        path = PurePosixPath(value) if value is not None else None
+        if path is not None and (path.is_absolute() or ".." in path.parts or not path.parts):
+            raise ValueError(f"expected a relative path without '..', got {value!r}")
+        return value
 
     def where(self) -> str:
         """`source`, with the archive member and the note when there are."""

@@ -68,3 +68,22 @@ def test_select(tiny_recipes: Path) -> None:
     assert recipes.select("O,U") == ("U", "O")  # recipe order
     with pytest.raises(UnknownModelError, match="unknown model Z; known models: U, O"):
         recipes.select("U,Z")
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [
+        ('file = "../outside.pt", source = "https://x/y.pt"', r"file: Value error, expected a rel"),
+        ('file = "/abs.pt", source = "https://x/y.pt"', r"file: Value error, expected a relative"),
+        ('file = "a.pt", source = "x/y.pt"', r"source: String should match pattern"),
+        ('file = "a", source = "https://x/y.tgz", member = "../p"', r"member: Value error"),
+    ],
+)
+def test_weights_are_relative_paths_from_urls(tmp_path: Path, weight: str, message: str) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(
+        f'[models.U]\nenv = "torch"\nweights = [{{ {weight} }}]\n'
+        '[[models.U.runs]]\nname = "U1"\nseed = 1\n'
+    )
+    with pytest.raises(RecipeError, match=r"r\.toml: models\.U\.weights\.0\." + message):
+        load_recipes(path)

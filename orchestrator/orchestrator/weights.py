@@ -16,6 +16,7 @@ import os
 import shutil
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -214,7 +215,8 @@ def fetch_weights(
                 download(weight.source, target, say, timeout)
             else:
                 if weight.source not in archives:
-                    name = weight.source.rstrip("/").rsplit("/", 1)[-1] or "archive"
+                    # the URL's path names the archive (a query, e.g. a SAS token, does not)
+                    name = PurePosixPath(urllib.parse.urlsplit(weight.source).path).name
                     if not name.endswith(ARCHIVES):
                         raise HmDataError(
                             f"source {weight.source} of {weight.file} has a member but is not a "

@@ -162,6 +162,18 @@ def test_fetch_downloads_files_and_archive_members_once(server: Server, tmp_path
     assert "0 fetched, 5 already present" in again.stdout
 
 
+def test_archive_url_with_a_query_string(server: Server, tmp_path: Path) -> None:
+    # a signed URL (Oscar's SAS token): the archive is still recognised by its path
+    ernie_tarball(server.root / "model-ernie.tar.gz")
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)
+    recipe.write_text(recipe.read_text().replace(".tar.gz", ".tar.gz?sv=2020&sig=abc"))
+    done = fetch(recipe, data, "ES")
+    assert done.returncode == 0, done.stderr
+    params = data / "weights" / "ernie-vil-base" / "params"
+    assert {p.name: p.read_bytes() for p in params.iterdir()} == PARAMS
+    assert server.hits["/model-ernie.tar.gz?sv=2020&sig=abc"] == 1
+
+
 def test_http_error_names_the_url_and_the_file_and_leaves_nothing(
     server: Server, tmp_path: Path
 ) -> None:

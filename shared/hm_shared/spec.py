@@ -12,6 +12,18 @@ from hm_shared.errors import SpecError
 from hm_shared.io import atomic_write_text
 
 SPEC_FORMAT_VERSION = 1
+# The params the orchestrator sets on every train stage from the recipe's run row
+# (docs/architecture.md §7), besides the model's own: hm_torch and hm_paddle keep them apart.
+TRAIN_STAGE_PARAMS = (
+    "model",
+    "run",
+    "seed",
+    "fit",
+    "predict",
+    "valid",
+    "features",
+    "extra_features",
+)
 
 
 class StageSpec(BaseModel):

@@ -29,12 +29,10 @@ from hm_shared.errors import MissingWeightsError, SpecError
 from hm_shared.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from hm_shared.metrics import accuracy, auroc
 from hm_shared.predictions import Predictions, write_predictions
-from hm_shared.spec import StageSpec
+from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pdckpt"
-# params of every train stage, set by the orchestrator (recipes: the run's row)
-STAGE_PARAMS = ("model", "run", "seed", "fit", "predict", "valid", "features", "extra_features")
 # the model's and inputs' own params (recipes: [models.ES.params] and its smoke table)
 MODEL_PARAMS = (
     "size",
@@ -200,7 +198,7 @@ def _split(spec: StageSpec, name: str) -> list[tuple[str, str, int | None]]:
 
 def check_params(spec: StageSpec) -> None:
     """A misspelt recipe param is an error naming it, never a silently ignored setting."""
-    known = {*TrainConfig.__dataclass_fields__, *STAGE_PARAMS, *MODEL_PARAMS}
+    known = {*TrainConfig.__dataclass_fields__, *TRAIN_STAGE_PARAMS, *MODEL_PARAMS}
     unknown = sorted(set(spec.params) - known)
     if unknown:
         raise SpecError(

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from hm_shared.dataset import Meme
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.features import FeatureStore
-from hm_shared.spec import StageSpec
+from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 from hm_torch.checkpoints import load_pretrained, native_metadata, save_native
 from hm_torch.data import read_split
 from hm_torch.engine import ModelKit, TrainConfig, Trainer, seed_everything
@@ -274,10 +274,11 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
         from hm_torch.train import stage_device
 
         engine_names = {f.name for f in dataclasses.fields(TrainConfig)}
-        stage_names = {"model", "run", "features", "extra_features", "fit", "predict", "valid"}
         engine = {k: v for k, v in spec.params.items() if k in engine_names}
         model_params = {
-            k: v for k, v in spec.params.items() if k not in engine_names and k not in stage_names
+            k: v
+            for k, v in spec.params.items()
+            if k not in engine_names and k not in TRAIN_STAGE_PARAMS
         }
         where = f"stage {spec.stage}"
         params = RegionModelParams.from_params(model_params, where)

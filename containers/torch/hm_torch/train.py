@@ -20,7 +20,7 @@ from hm_shared.errors import SpecError
 from hm_shared.io import atomic_write_json
 from hm_shared.metrics import accuracy, auroc
 from hm_shared.predictions import Predictions, write_predictions
-from hm_shared.spec import StageSpec
+from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 from hm_torch.data import read_split
 from hm_torch.engine import (
     TrainConfig,
@@ -32,8 +32,6 @@ from hm_torch.engine import (
 )
 from hm_torch.models import MODELS, PRETRAINERS
 
-# params of every train stage that are neither engine settings nor model hyper-parameters
-STAGE_PARAMS = ("model", "run", "seed", "fit", "predict", "valid", "features", "extra_features")
 FITS = ("train", "traindev")
 
 
@@ -42,7 +40,9 @@ def split_params(spec: StageSpec) -> tuple[TrainConfig, dict[str, Any]]:
     engine_names = {f.name for f in fields(TrainConfig)} - {"seed"}
     engine = {k: v for k, v in spec.params.items() if k in engine_names}
     model = {
-        k: v for k, v in spec.params.items() if k not in engine_names and k not in STAGE_PARAMS
+        k: v
+        for k, v in spec.params.items()
+        if k not in engine_names and k not in TRAIN_STAGE_PARAMS
     }
     try:
         config = TrainConfig(**engine, seed=int(spec.param("seed")))
@@ -132,4 +132,4 @@ def pretrain_stage(spec: StageSpec) -> None:
     _builder(spec, PRETRAINERS, "pretrain stage")(spec)
 
 
-__all__ = ["STAGE_PARAMS", "pretrain_stage", "split_params", "stage_device", "train_stage"]
+__all__ = ["pretrain_stage", "split_params", "stage_device", "train_stage"]

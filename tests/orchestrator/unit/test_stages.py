@@ -1,7 +1,8 @@
 from graphlib import TopologicalSorter
 from pathlib import Path
 
-from orchestrator.recipes import load_recipes
+from hm_shared.spec import TRAIN_STAGE_PARAMS
+from orchestrator.recipes import DEFAULT_RECIPES, load_recipes
 from orchestrator.stages import build_stages, required_weights
 
 
@@ -87,3 +88,22 @@ def test_traindev_fit_has_no_validation_split_and_no_early_stopping() -> None:
     train, traindev = stages["train/B/B42/train"].params, stages["train/B/B42/traindev"].params
     assert (train["valid"], train["early_stopping"]) == ("dev_seen", 3)
     assert (traindev["valid"], traindev["early_stopping"]) == (None, 0)
+
+
+def test_train_and_pretrain_stages_add_only_the_shared_stage_params() -> None:
+    # hm_torch and hm_paddle tell the model's own params from these (hm_shared.spec): any other
+    # key the orchestrator adds would reach a model as an unknown param
+    recipes = load_recipes(DEFAULT_RECIPES)
+    for profile in ("smoke", "full"):
+        for stage in build_stages(recipes, tuple(recipes.models), profile, topk=None):
+            if stage.kind not in ("train", "pretrain"):
+                continue
+            model = recipes.models[stage.params["model"]]
+            (run,) = [r for r in model.runs if r.name == stage.params["run"]]
+            if stage.kind == "pretrain":
+                assert model.pretrain is not None
+                own = {**model.pretrain.params, **model.pretrain.smoke}
+            else:
+                own = {**model.params, **model.smoke, **run.params}
+            added = set(stage.params) - set(own)
+            assert added <= set(TRAIN_STAGE_PARAMS), (stage.id, sorted(added))

@@ -95,7 +95,16 @@ def missing_weights(data: DataDir, stages: list[StageDef]) -> list[Weight]:
 def fetch_weights(settings: Settings, models: str, say: Say) -> FetchResult:
     """Download the pretrained files the full profile of `models` needs and does not have."""
     _, stages = select_stages(settings, Selection(models=models, profile="full"))
-    return weights.fetch_weights(DataDir(settings.data).weights, required_weights(stages), say)
+    data = DataDir(settings.data)
+    result = weights.fetch_weights(data.weights, required_weights(stages), say)
+    if result.by_hand:  # everything else is in place; these need a person
+        lines = [f"  {data.weights / w.file}  (from {w.source}: {w.note})" for w in result.by_hand]
+        raise MissingWeightsError(
+            f"{len(result.fetched)} fetched; {len(result.by_hand)} file(s) cannot be downloaded "
+            "by URL, get them by hand and put them here:\n" + "\n".join(lines),
+            path=data.weights,
+        )
+    return result
 
 
 def missing_weights_error(data: DataDir, missing: list[Weight]) -> MissingWeightsError:

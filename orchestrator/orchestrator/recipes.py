@@ -36,6 +36,17 @@ class Weight(BaseModel):
     source: str = Field(pattern=r"^(https?|file)://\S+$")
     member: str | None = None
     note: str | None = None  # what a user must know to get it (a token, a licence)
+    # `source` is a page to download from by hand (a file host behind a confirmation page):
+    # `weights fetch` names it with the note instead of downloading
+    manual: bool = False
+
+    @model_validator(mode="after")
+    def _manual_has_note(self) -> Weight:
+        if self.manual and not self.note:
+            raise ValueError(f"weight {self.file!r} is manual: give a note saying how to get it")
+        if self.manual and self.member:
+            raise ValueError(f"weight {self.file!r} is manual: it cannot name an archive member")
+        return self
 
     @field_validator("file", "member")
     @classmethod

@@ -47,6 +47,7 @@ def present(path: Path) -> bool:
 class FetchResult:
     fetched: list[Path] = field(default_factory=list)
     already_present: list[Path] = field(default_factory=list)
+    by_hand: list[Weight] = field(default_factory=list)  # manual sources, still missing
 
 
 def download(url: str, target: Path, say: Say, timeout: float = 60.0) -> Path:
@@ -209,6 +210,9 @@ def fetch_weights(
         target = weights_dir / weight.file
         if present(target):
             result.already_present.append(target)
+            continue
+        if weight.manual:
+            result.by_hand.append(weight)
             continue
         try:
             if weight.member is None:

@@ -408,10 +408,16 @@ def detect_visualbert_layout(state: Mapping[str, Tensor], source: str) -> Visual
     )
 
 
-def load_pretrained(model: nn.Module, path: Path) -> LoadReport:
-    """Load an upstream checkpoint, or our own pretraining output, into a U/O/V model.
+def load_pretrained(
+    model: nn.Module,
+    path: Path,
+    format_for: Callable[[nn.Module, Mapping[str, Tensor]], CheckpointFormat] | None = None,
+) -> LoadReport:
+    """Load an upstream checkpoint, or our own pretraining output, into a region model.
 
-    The layout is recognised from the keys; `HmDataError` names every unaccounted key."""
+    `format_for` is the model file's own upstream format (`RegionFamily.checkpoint_format`);
+    without it the U/O/V layout is recognised from the model class and the keys. `HmDataError`
+    names every unaccounted key."""
     from hm_torch.models.oscar import OscarForHatefulMemes, OscarForPretraining
     from hm_torch.models.uniter import UniterForHatefulMemes
     from hm_torch.models.visualbert import VisualBertForHatefulMemes, VisualBertForPretraining
@@ -421,6 +427,8 @@ def load_pretrained(model: nn.Module, path: Path) -> LoadReport:
         backbone = {"uniter": "uniter.", "bert": "bert.", "visual_bert": "visual_bert."}
         prefixes = [p for p in backbone.values() if any(k.startswith(p) for k in state)]
         fmt = native_format(model, prefixes, {"cls.*": "pre-training heads, not used here"})
+    elif format_for is not None:
+        fmt = format_for(model, state)
     elif isinstance(model, UniterForHatefulMemes):
         fmt = uniter_format(model.config)
     elif isinstance(model, OscarForHatefulMemes | OscarForPretraining):

@@ -1,4 +1,6 @@
-"""Train-stage kits and task pre-training stages of the single-stream models U, O and V.
+"""Train-stage kits and task pre-training stages of the region-feature models: the single-stream
+U, O and V, and the two-stream X and D, whose model files each export a `RegionFamily`
+(`hm_torch.models.family`) and need no branch here.
 
 Inputs of a stage (docs/architecture.md §7): `prepared`, `features` (a region-feature store),
 `weights` (data/weights, full profile: the upstream checkpoint and BERT vocabulary named by the
@@ -13,7 +15,7 @@ import dataclasses
 import json
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,8 @@ from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 from hm_torch.checkpoints import load_pretrained, native_metadata, save_native
 from hm_torch.data import read_split
 from hm_torch.engine import ModelKit, TrainConfig, Trainer, seed_everything
+from hm_torch.models import devlbert, lxmert
+from hm_torch.models.family import RegionFamily
 from hm_torch.models.layers import BertSettings
 from hm_torch.models.oscar import OscarConfig, OscarForHatefulMemes, OscarForPretraining
 from hm_torch.models.uniter import UniterConfig, UniterForHatefulMemes
@@ -70,11 +74,15 @@ class RegionModelParams:
                 object.__setattr__(self, name, None)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], where: str) -> RegionModelParams:
+    def from_params(
+        cls, params: dict[str, Any], where: str, own: Iterable[str] = ()
+    ) -> RegionModelParams:
+        """`own`: the params the model file itself reads (they count as known)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise SpecError(f"{where}: unknown model param(s) {unknown}; valid: {sorted(known)}")
+            valid = sorted(known | set(own))
+            raise SpecError(f"{where}: unknown model param(s) {unknown}; valid: {valid}")
         try:
             return cls(**params)
         except TypeError as exc:
@@ -95,6 +103,22 @@ FAMILIES: dict[str, _Family] = {
     "V": _Family(VisualBertConfig, VisualBertForHatefulMemes, VisualBertForPretraining, "none"),
 }
 
+# Models whose file carries everything the kit needs (config hook, checkpoint format, params).
+REGION_FAMILIES: dict[str, RegionFamily] = {"X": lxmert.FAMILY, "D": devlbert.FAMILY}
+
+
+def _family(letter: str) -> _Family | RegionFamily:
+    return REGION_FAMILIES[letter] if letter in REGION_FAMILIES else FAMILIES[letter]
+
+
+def _split_family_params(
+    letter: str, model_params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the params only the model file reads, the shared `RegionModelParams` ones)."""
+    own = REGION_FAMILIES[letter].model_params if letter in REGION_FAMILIES else frozenset()
+    mine = {k: v for k, v in model_params.items() if k in own}
+    return mine, {k: v for k, v in model_params.items() if k not in own}
+
 
 def _weights_file(spec: StageSpec, name: str, what: str) -> Path:
     if "weights" not in spec.inputs:
@@ -109,14 +133,20 @@ def _weights_file(spec: StageSpec, name: str, what: str) -> Path:
 
 
 def _config(
-    letter: str, params: RegionModelParams, store: FeatureStore, vocab_size: int
+    letter: str,
+    params: RegionModelParams,
+    own: dict[str, Any],
+    store: FeatureStore,
+    vocab_size: int,
 ) -> BertSettings:
-    family = FAMILIES[letter]
+    family = _family(letter)
     config = getattr(family.config, params.size)()
     changes: dict[str, Any] = {}
     if params.vocab is None:
         changes["vocab_size"] = vocab_size  # a trained vocabulary sets the table size
-    if letter == "U":
+    if isinstance(family, RegionFamily):
+        config = family.configure(config, own, store.feature_dim)
+    elif letter == "U":
         changes["img_dim"] = store.feature_dim
     elif letter == "O":
         changes |= {"feature_dim": store.feature_dim, "pos_dim": params.pos_dim}
@@ -128,7 +158,7 @@ def _config(
 def _position(letter: str, params: RegionModelParams) -> PositionKind:
     if letter == "O":
         return "xyxy4" if params.pos_dim == 4 else "xyxywh6"
-    return FAMILIES[letter].position
+    return _family(letter).position
 
 
 def _tag_names(spec: StageSpec, params: RegionModelParams) -> list[str] | None:
@@ -158,10 +188,11 @@ def _build(
     spec: StageSpec,
     letter: str,
     params: RegionModelParams,
+    own: dict[str, Any],
     texts: Sequence[str],
     pretraining: bool,
 ) -> tuple[nn.Module, TextTokenizer, FeatureStore]:
-    family = FAMILIES[letter]
+    family = _family(letter)
     store = FeatureStore(spec.path("features"))
     pretrained = (
         spec.path("pretrained") / "model.safetensors"
@@ -177,7 +208,7 @@ def _build(
         if letter == "V":
             config = config.replace(head=params.head)
     else:
-        config = _config(letter, params, store, tokenizer.vocab_size)
+        config = _config(letter, params, own, store, tokenizer.vocab_size)
     if tokenizer.vocab_size > config.vocab_size:
         raise HmDataError(
             f"vocabulary has {tokenizer.vocab_size} tokens, the model's table "
@@ -191,7 +222,8 @@ def _build(
     if source is None and params.checkpoint is not None:
         source = _weights_file(spec, params.checkpoint, "pretrained checkpoint")
     if source is not None:
-        report = load_pretrained(model, source)
+        formats = family.checkpoint_format if isinstance(family, RegionFamily) else None
+        report = load_pretrained(model, source, formats)
         # the stage log names what was loaded and which heads start from random init
         print(f"{source}: {report.describe(limit=8)}", file=sys.stderr, flush=True)
     return model, tokenizer, store
@@ -220,8 +252,9 @@ def build_region_model(
     letter: str,
 ) -> Callable[[StageSpec, dict[str, Any], Sequence[Meme]], ModelKit]:
     def build(spec: StageSpec, model_params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
-        params = RegionModelParams.from_params(model_params, f"stage {spec.stage}")
-        model, tokenizer, store = _build(spec, letter, params, [m.text for m in train], False)
+        own, shared = _split_family_params(letter, model_params)
+        params = RegionModelParams.from_params(shared, f"stage {spec.stage}", own)
+        model, tokenizer, store = _build(spec, letter, params, own, [m.text for m in train], False)
         factory = _dataset_factory(spec, letter, params, tokenizer, store)
         return ModelKit(model=model, collate=collate_regions, dataset=factory)
 
@@ -281,7 +314,8 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
             if k not in engine_names and k not in TRAIN_STAGE_PARAMS
         }
         where = f"stage {spec.stage}"
-        params = RegionModelParams.from_params(model_params, where)
+        own, shared = _split_family_params(letter, model_params)
+        params = RegionModelParams.from_params(shared, where, own)
         try:  # upstream pre-training: 5 % warm-up, cosine, clip 1, drop_last
             config = TrainConfig(
                 **{
@@ -298,7 +332,7 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
         memes = read_split(spec.path("prepared"), "pretrain")
         device = stage_device(spec)
         seed_everything(config.seed, device)  # the heads' random init depends on it
-        model, tokenizer, store = _build(spec, letter, params, [m.text for m in memes], True)
+        model, tokenizer, store = _build(spec, letter, params, own, [m.text for m in memes], True)
         dataset = _dataset_factory(spec, letter, params, tokenizer, store)(memes)
         loss = PretrainingLoss(tokenizer, params, itm=params.itm)
         trainer = Trainer(
@@ -320,6 +354,7 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
 
 __all__ = [
     "FAMILIES",
+    "REGION_FAMILIES",
     "PretrainingLoss",
     "RegionModelParams",
     "build_oscar",

@@ -233,3 +233,54 @@ def test_zip_member_file_by_path_suffix(tmp_path: Path) -> None:
     target = tmp_path / "oscar" / "pytorch_model.bin"
     extract_member(archive, "ep_20_590000/pytorch_model.bin", target)
     assert target.read_bytes() == b"weights"
+
+
+def test_manual_weight_is_named_with_its_note_and_the_rest_is_fetched(
+    server: Server, tmp_path: Path
+) -> None:
+    # DeVLBERT's checkpoint sits behind a file host's confirmation page: nothing to download
+    (server.root / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)
+    by_hand = (
+        f'{{ file = "devlbert/pytorch_model_11.bin", source = "{server.url}/drive/view", '
+        'manual = true, note = "download it in a browser" }'
+    )
+    recipe.write_text(
+        recipe.read_text()
+        + f"""
+[models.D]
+env = "torch"
+weights = [
+    {by_hand},
+    {{ file = "bert-base-uncased-vocab.txt", source = "{server.url}/vocab.txt" }},
+]
+
+[[models.D.runs]]
+name = "D36"
+seed = 147
+features = "vgattr3636"
+"""
+    )
+    done = fetch(recipe, data, "D")
+    assert done.returncode == 3, done.stderr
+    weights = data / "weights"
+    assert (weights / "bert-base-uncased-vocab.txt").read_text() == "[PAD]\n[UNK]\n"
+    assert server.hits["/drive/view"] == 0  # a page for people, never requested
+    message = " ".join(done.stderr.split())
+    assert f"{weights / 'devlbert' / 'pytorch_model_11.bin'}" in message
+    assert "download it in a browser" in message and "1 fetched" in message
+
+    (weights / "devlbert").mkdir()
+    (weights / "devlbert" / "pytorch_model_11.bin").write_bytes(b"by hand")
+    again = fetch(recipe, data, "D")
+    assert again.returncode == 0, again.stderr
+    assert "0 fetched, 3 already present" in again.stdout
+
+
+def test_manual_weight_needs_a_note(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from orchestrator.recipes import Weight
+
+    with pytest.raises(ValidationError, match="give a note"):
+        Weight(file="x.bin", source="https://example.org/x", manual=True)

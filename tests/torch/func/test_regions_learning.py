@@ -1,5 +1,5 @@
-"""U, O and V learn a label that needs both modalities (text cue XOR image cue) with the shared
-engine, while the text-only ablation (same model, zero regions) stays at chance."""
+"""U, O, V, X and D learn a label that needs both modalities (text cue XOR image cue) with the
+shared engine, while the text-only ablation (same model, zero regions) stays at chance."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from hm_torch.engine import TrainConfig, Trainer, predict_proba
+from hm_torch.models.devlbert import DevlbertConfig, DevlbertForHatefulMemes
+from hm_torch.models.lxmert import LxmertConfig, LxmertForHatefulMemes
 from hm_torch.models.oscar import OscarConfig, OscarForHatefulMemes
 from hm_torch.models.uniter import UniterConfig, UniterForHatefulMemes
 from hm_torch.models.visualbert import VisualBertConfig, VisualBertForHatefulMemes
@@ -83,7 +85,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-MODELS = {"uniter": (_uniter, 7), "oscar": (_oscar, 4), "visualbert": (_visualbert, 0)}
+def _lxmert() -> nn.Module:
+    return LxmertForHatefulMemes(LxmertConfig.tiny().replace(visual_feat_dim=FEATURE_DIM))
+
+
+def _devlbert() -> nn.Module:
+    return DevlbertForHatefulMemes(DevlbertConfig.tiny().replace(v_feature_size=FEATURE_DIM))
+
+
+MODELS = {
+    "uniter": (_uniter, 7),
+    "oscar": (_oscar, 4),
+    "visualbert": (_visualbert, 0),
+    "lxmert": (_lxmert, 4),
+    "devlbert": (_devlbert, 4),
+}
 
 
 def _dev_auroc(name: str, tmp_path: Path, drop_regions: bool) -> float:

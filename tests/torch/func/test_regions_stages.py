@@ -116,7 +116,7 @@ def _train_params(letter: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("letter", ["U", "O", "V"])
+@pytest.mark.parametrize("letter", ["U", "O", "V", "X", "D"])
 def test_train_stage_writes_predictions(data_root: Path, letter: str) -> None:
     result = _run(data_root, "train", f"train-{letter}", TRAIN_INPUTS, _train_params(letter))
     assert result.returncode == 0, result.stderr
@@ -129,7 +129,7 @@ def test_train_stage_writes_predictions(data_root: Path, letter: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("letter", ["O", "V"])
+@pytest.mark.parametrize("letter", ["O", "V", "X"])
 def test_pretrain_output_feeds_fine_tuning(data_root: Path, letter: str) -> None:
     params = {
         **SMOKE,
@@ -162,3 +162,60 @@ def test_full_profile_without_weights_is_a_data_error(data_root: Path) -> None:
 def test_unknown_model_param_is_named(data_root: Path) -> None:
     result = _run(data_root, "train", "train-U-bad", TRAIN_INPUTS, _train_params("U", box=3))
     assert result.returncode == 2 and "unknown model param(s) ['box']" in result.stderr
+
+
+@pytest.mark.slow
+def test_x_pretrain_starts_from_a_released_lxmert_file(data_root: Path) -> None:
+    """The full-profile path of X at a small width: `Epoch18_LXRT.pth` laid out as released
+    (`module.bert.*` + the pre-training and answer heads) and a BERT vocab.txt under weights/."""
+    import torch
+    import transformers
+
+    weights = data_root / "weights"
+    (weights / "lxr").mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (weights / "vocab.txt").write_text("\n".join(specials + WORDS) + "\n")
+    hf = transformers.LxmertForPreTraining(
+        transformers.LxmertConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            l_layers=3,
+            x_layers=1,
+            r_layers=2,
+            visual_feat_dim=DIM,
+        )
+    )
+    state = {
+        "module." + ("bert." + k.removeprefix("lxmert.") if k.startswith("lxmert.") else k): v
+        for k, v in hf.state_dict().items()
+    }
+    torch.save(state, weights / "lxr" / "Epoch18_LXRT.pth")
+    params = {
+        **SMOKE,
+        "model": "X",
+        "features": "vgattr5050",
+        "checkpoint": "lxr/Epoch18_LXRT.pth",
+        "vocab": "vocab.txt",
+        "l_layers": 3,
+        "x_layers": 1,
+        "r_layers": 2,
+        "itm": False,
+    }
+    inputs = {**TRAIN_INPUTS, "weights": "weights"}
+    result = _run(data_root, "pretrain", "pretrain-X-released", inputs, params)
+    assert result.returncode == 0, result.stderr
+    log = " ".join(result.stderr.split())
+    backbone = sum(k.startswith("module.bert.") for k in state)
+    assert f"{backbone + 5} tensors loaded (lxmert format)" in log  # + the MLM head's 5
+    assert "VQA/GQA answer head, dropped as vilio's loadpre does" in log
+    assert "vilio's MLM-only task pre-training does not use" in log
+    out = data_root / "work" / ".attempts" / "pretrain-X-released"
+    assert (out / "vocab.txt").read_text() == (weights / "vocab.txt").read_text()
+
+    bad = {**params, "l_layers": 2}  # the file has 3 language layers: named, not skipped
+    result = _run(data_root, "pretrain", "pretrain-X-bad", inputs, bad)
+    assert result.returncode == 3
+    assert "bert.encoder.layer.2." in result.stderr and "unexpected" in result.stderr

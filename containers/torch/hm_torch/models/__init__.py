@@ -18,6 +18,7 @@ from hm_torch.engine import ModelKit
 from hm_torch.models.baseline import build_baseline
 from hm_torch.single_stream import (
     build_oscar,
+    build_region_model,
     build_uniter,
     build_visualbert,
     pretrain_region_model,
@@ -28,14 +29,17 @@ Pretrainer = Callable[[StageSpec], None]
 
 MODELS: dict[str, Builder] = {
     "B": build_baseline,
+    "D": build_region_model("D"),
     "O": build_oscar,
     "U": build_uniter,
     "V": build_visualbert,
+    "X": build_region_model("X"),
 }
 
 PRETRAINERS: dict[str, Pretrainer] = {
     "O": pretrain_region_model("O"),
     "V": pretrain_region_model("V"),
+    "X": pretrain_region_model("X"),
 }
 
 __all__ = ["MODELS", "PRETRAINERS", "Builder", "Pretrainer"]

@@ -139,11 +139,15 @@ class BertSelfAttention(nn.Module):
             1, 2
         )  # (B, nh, T, hs)
 
-    def forward(self, hidden: Tensor, additive_mask: Tensor | None) -> Tensor:
+    def forward(
+        self, hidden: Tensor, additive_mask: Tensor | None, context: Tensor | None = None
+    ) -> Tensor:
+        # cross-attention (LXMERT) when `context` is given: keys and values come from it
+        source = hidden if context is None else context
         q, k, v = (
             self._heads(self.query(hidden)),
-            self._heads(self.key(hidden)),
-            self._heads(self.value(hidden)),
+            self._heads(self.key(source)),
+            self._heads(self.value(source)),
         )
         dropout_p = self.dropout_p if self.training else 0.0
         if self.implementation == "sdpa":

@@ -29,6 +29,7 @@ from orchestrator.runtimes.local import LocalRuntime
 
 VENVS = Path(os.environ.get("HM_VENVS", REPO / ".venvs"))
 SMOKE = ["--topk", "20", "--profile", "smoke"]
+MODELS = ["B", "U", "ES", "X", "D"]
 # Tolerance 0: the two runtimes must agree bit for bit. Same wheels (one lock, one wheelhouse),
 # same CPU, the host's OpenBLAS kernel choice passed into the containers (compose.yaml), one
 # thread for fastText, seeded torch and paddle. Equal cache keys for the average and ensemble
@@ -73,18 +74,20 @@ def venvs() -> Path:
 @pytest.mark.slow
 @pytest.mark.usefixtures("docker_ready")
 def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) -> None:
-    # The project's B, U and ES recipes with one run each, ES reading U's variant without its
-    # second box set: one feature variant to extract (a smoke extraction is most of this
-    # test's time), every environment's image exercised (torch for B and U, paddle for ES).
+    # The project's B, U, ES, X and D recipes with one run each, ES reading U's variant without
+    # its second box set: one feature variant to extract (a smoke extraction is most of this
+    # test's time; X50 and D50 read U50's), every environment's image exercised (torch for B,
+    # U, X and D, with X's task pre-training; paddle for ES).
     recipes = tmp_path / "recipes.toml"
-    table = tomllib.loads(one_run_recipes(DEFAULT_RECIPES, ["B", "U", "ES"]))
+    table = tomllib.loads(one_run_recipes(DEFAULT_RECIPES, MODELS))
+    assert {table["models"][m]["runs"][0]["features"] for m in ("U", "X", "D")} == {"vgattr5050"}
     (ernie,) = table["models"]["ES"]["runs"]
     ernie["features"] = table["models"]["U"]["runs"][0]["features"]
     del ernie["extra_features"]
     table["extract"] = {ernie["features"]: table["extract"][ernie["features"]]}
     recipes.write_text(dump_toml(table))
     local, docker = make_data("local"), make_data("docker")
-    args = ["run", "--recipes", str(recipes), "--models", "B,U,ES", *SMOKE]
+    args = ["run", "--recipes", str(recipes), "--models", ",".join(MODELS), *SMOKE]
     args += ["--venvs", str(venvs)]
     done = orchestrator([*args, "--runtime", "local", "--data", str(local)])
     assert done.returncode == 0, output(done)
@@ -107,7 +110,8 @@ def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) ->
 
     files = prediction_files(local)
     assert files == prediction_files(docker)
-    assert {f.split("/")[1] for f in files if f.startswith("runs/")} == {"B", "U", "ES"}
+    assert {f.split("/")[1] for f in files if f.startswith("runs/")} == set(MODELS)
+    assert any(r["kind"] == "pretrain" for r in theirs.values())  # X's task pre-training
     paddle = [r for r in theirs.values() if r["key_parts"]["env"] == "paddle"]
     assert len(paddle) == 2 and {r["kind"] for r in paddle} == {"train"}
     assert {f"ensemble/FIN_{s}.csv" for s in ("dev_seen", "test_seen", "test_unseen")} <= set(files)

@@ -6,7 +6,9 @@
    runs read are extracted once each, for all readers.
 2. `orchestrator run --models ES,EL …` (issue 5) on the same data directory: only the variant
    new to ERNIE-ViL (`vg10100`) is extracted; the shared ones are reused.
-3. `--models U,O,V,ES,EL`: only the ensemble and the report run again, over all five models.
+3. `--models U,O,V,ES,EL,X,D` (issue 11): the two-stream X and D read variants that are
+   already extracted: only their stages (X pre-trained once per run), the ensemble and the
+   report run, over all seven models.
 4. the same command again runs nothing and leaves the stores untouched.
 """
 
@@ -36,6 +38,7 @@ VENVS = Path(os.environ.get("HM_VENVS", REPO / ".venvs"))
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 SINGLE = ("U", "O", "V")
 ERNIE = ("ES", "EL")
+TWO_STREAM = ("X", "D")
 VARIANTS = {"vgattr5050": 50, "vgattr7272": 72, "vgattr3636": 36, "vg5050": 50, "vgattr10100": 0}
 SPLITS = ("dev_seen", "test_seen", "test_unseen")
 PREPARED = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen", "traindev", "pretrain")
@@ -126,14 +129,22 @@ def test_region_models_share_variants_average_seeds_and_rerun_nothing(
     ensemble = json.loads((data.work / "ensemble" / "ensemble.json").read_text())
     assert sorted(ensemble["inputs"]) == sorted(ERNIE)
 
-    # 3. all five: every model stage is cached, the ensemble and report blend all five
-    everything = SINGLE + ERNIE
+    # 3. all seven: the five models' stages are cached, X and D run on the stores that exist
+    everything = SINGLE + ERNIE + TWO_STREAM
     rows = len(read_trace(data.trace))
     both = _run(data.root, everything, venvs)
     assert both.returncode == 0, both.stderr[-5000:]
-    assert _ran(data, rows) == ["ensemble", "report"]
+    new = []
+    for letter in TWO_STREAM:
+        runs = [run.name for run in recipes.models[letter].runs]
+        assert len(runs) == 3
+        new += [f"average/{letter}"]
+        new += [f"train/{letter}/{run}/{fit}" for run in runs for fit in ("train", "traindev")]
+        new += [f"pretrain/{letter}/{run}" for run in runs if letter == "X"]
+        _assert_seed_average(data, letter, runs)
+    assert _ran(data, rows) == sorted([*new, "ensemble", "report"])
     ensemble = json.loads((data.work / "ensemble" / "ensemble.json").read_text())
-    assert sorted(ensemble["inputs"]) == sorted(everything)
+    assert sorted(ensemble["inputs"]) == sorted(everything)  # X and D blended like the rest
     for split in SPLITS:
         assert read_predictions(data.work / "ensemble" / f"FIN_{split}.csv").ids.size > 0
 

@@ -209,7 +209,8 @@ def test_x_pretrain_starts_from_a_released_lxmert_file(data_root: Path) -> None:
     assert result.returncode == 0, result.stderr
     log = " ".join(result.stderr.split())
     backbone = sum(k.startswith("module.bert.") for k in state)
-    assert f"{backbone + 5} tensors loaded (lxmert format)" in log  # + the MLM head's 5
+    # + BERT's `cls` heads (5 masked-word, 2 matching; the decoder is tied to the embeddings)
+    assert f"{backbone + 7} tensors loaded (lxmert format)" in log
     assert "VQA/GQA answer head, dropped as vilio's loadpre does" in log
     assert "vilio's MLM-only task pre-training does not use" in log
     out = data_root / "work" / ".attempts" / "pretrain-X-released"

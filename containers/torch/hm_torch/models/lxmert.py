@@ -12,11 +12,12 @@ Regions enter as `(LN(visn_fc(feature)) + LN(box_fc(x1/W, y1/H, x2/W, y2/H))) / 
 or position embedding. The HM head is vilio's (`classifier.{0,2,3}`) on the tanh pooler of text
 token 0.
 
-Checkpoint (after `module.` is stripped): `bert.*` loads; vilio's task pre-training also keeps the
-masked-word head `cls.predictions.*`. `cls.seq_relationship.*` (matching), `obj_predict_head.*`
-(object / attribute / feature regression) are not used because vilio's `pretrain_bertX.py` runs
-the masked-word objective only (`--taskMaskLM`; region features are masked as input noise, with
-no loss), and `answer_head.*` (the VQA/GQA answer table) is dropped as vilio's `loadpre` does.
+Checkpoint (after `module.` is stripped): `bert.*` loads; task pre-training also loads BERT's
+`cls.*` heads (its matching head stays untrained: vilio's `pretrain_bertX.py` runs the masked-word
+objective only, `--taskMaskLM`, with region features masked as input noise and no loss on them).
+`obj_predict_head.*` (object / attribute / feature regression) is unused for the same reason, and
+`answer_head.*` (the VQA/GQA answer table) is dropped as vilio's `loadpre` does. Fine-tuning
+loads `bert.*` only.
 """
 
 from __future__ import annotations

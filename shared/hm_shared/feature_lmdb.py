@@ -89,15 +89,24 @@ def _array(value: dict[str, Any], name: str, ndim: int, key: str, path: Path) ->
     return array
 
 
+INFO_FIELDS = frozenset({"features", "bbox", "image_height", "image_width"})
+
+
+def info_problem(value: Any) -> str | None:
+    """Why an unpickled value is not an MMF feature entry (no dict, info fields missing)."""
+    if not isinstance(value, dict):
+        return f" holds {type(value).__name__}; expected a dict"
+    missing = sorted(INFO_FIELDS - set(value))
+    return f": missing {missing}; expected MMF's info fields" if missing else None
+
+
 def decode_value(
     value: Any, key: str, path: Path, feature_dim: int = 2048, image_id: str | None = None
 ) -> RegionFeatures:
     """The `RegionFeatures` of one unpickled LMDB value; `image_id` defaults to the key."""
-    if not isinstance(value, dict):
-        raise HmDataError(f"key {key!r} holds {type(value).__name__}; expected a dict", path)
-    missing = sorted({"features", "bbox", "image_height", "image_width"} - set(value))
-    if missing:
-        raise HmDataError(f"key {key!r}: missing {missing}; expected MMF's info fields", path)
+    problem = info_problem(value)
+    if problem is not None:
+        raise HmDataError(f"key {key!r}{problem}", path)
     features = _array(value, "features", 2, key, path)
     n = features.shape[0]
     bbox = _array(value, "bbox", 2, key, path)
@@ -251,12 +260,18 @@ def import_lmdb(
     """Append the images of an MMF LMDB to the store at `store` (created or resumed).
 
     Keys are kept as they are, or mapped to the dataset's stems ("8291" → "08291") when
-    `dataset_ids` is given; keys naming no dataset image are skipped and listed."""
+    `dataset_ids` is given; keys naming no dataset image, and entries that are not MMF feature
+    dicts (no info fields), are skipped and listed."""
     path = Path(path)
     summary = ImportSummary(source=str(path))
     seen: dict[str, str] = {}
     with FeatureStoreWriter(store, feature_dim) as writer:
         for key, value in iter_lmdb(path):
+            problem = info_problem(value)
+            if problem is not None:
+                summary.incomplete += 1
+                summary.problems.append(f"{path}: key {key!r}{problem}; skipped")
+                continue
             image_id = key if dataset_ids is None else dataset_ids.resolve(key)
             if image_id is None:
                 summary.unknown_ids += 1
@@ -279,11 +294,13 @@ def import_lmdb(
 
 
 __all__ = [
+    "INFO_FIELDS",
     "KEYS_KEY",
     "decode_value",
     "encode_value",
     "export_lmdb",
     "import_lmdb",
+    "info_problem",
     "iter_lmdb",
     "read_lmdb",
     "write_lmdb",

@@ -63,25 +63,59 @@ def encode_row(item: RegionFeatures) -> bytes:
     return b"\t".join(fields) + b"\r\n"
 
 
-def split_lines(path: Path) -> Iterator[tuple[int, list[bytes]]]:
-    """(line number, raw fields) per non-blank line; one line in memory at a time."""
+def _field_count_problem(fields: list[bytes]) -> str | None:
+    if len(fields) == len(TSV_FIELDS):
+        return None
+    return (
+        f"expected {len(TSV_FIELDS)} tab-separated fields ({', '.join(TSV_FIELDS)}), "
+        f"got {len(fields)}"
+    )
+
+
+def raw_lines(path: Path) -> Iterator[tuple[int, list[bytes]]]:
+    """(line number, tab-separated fields, however many) per non-blank line."""
     path = Path(path)
     if not path.is_file():
         raise HmDataError("feature TSV not found", path)
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            fields = line.split(b"\t")
-            if len(fields) != len(TSV_FIELDS):
-                raise HmDataError(
-                    f"expected {len(TSV_FIELDS)} tab-separated fields ({', '.join(TSV_FIELDS)}), "
-                    f"got {len(fields)}",
-                    path,
-                    number,
-                )
-            yield number, fields
+            if line.strip():
+                yield number, line.split(b"\t")
+
+
+def split_lines(path: Path) -> Iterator[tuple[int, list[bytes]]]:
+    """(line number, raw fields) per non-blank line; one line in memory at a time."""
+    for number, fields in raw_lines(path):
+        problem = _field_count_problem(fields)
+        if problem is not None:
+            raise HmDataError(problem, path, number)
+        yield number, fields
+
+
+def _decoded_size(b64: bytes) -> int | None:
+    """Bytes a base64 field decodes to, from its length alone; None if no length fits."""
+    if len(b64) % 4:
+        return None
+    return len(b64) // 4 * 3 - (2 if b64.endswith(b"==") else 1 if b64.endswith(b"=") else 0)
+
+
+def incomplete(fields: list[bytes], feature_dim: int) -> str | None:
+    """Why a line cannot be a whole row (field count, integers, buffer lengths), checked without
+    decoding a buffer; None when it looks whole. A write cut off by a kill fails one of these."""
+    problem = _field_count_problem(fields)
+    if problem is not None:
+        return problem
+    try:
+        n = int(fields[_COLUMN["num_boxes"]])
+        int(fields[_COLUMN["img_h"]]), int(fields[_COLUMN["img_w"]])
+    except ValueError:
+        return "num_boxes, img_h or img_w is not an integer"
+    for tsv, _attr, dtype, width in _ARRAYS:
+        per_box = (feature_dim if width is None else width) * np.dtype(dtype).itemsize
+        if _decoded_size(fields[_COLUMN[tsv]]) not in (n * per_box, (n + 1) * per_box):
+            return f"{tsv} is not num_boxes {n} x {per_box} bytes of base64"
+    return None
 
 
 def _int_field(fields: list[bytes], name: str, path: Path, line: int) -> int:
@@ -156,6 +190,24 @@ def export_tsv(store: Path, path: Path) -> int:
     return write_tsv((reader[image_id] for image_id in reader.ids()), path)
 
 
+def _resolve(raw: bytes, dataset_ids: DatasetIds | None) -> tuple[str, str | None]:
+    """(the id as written, the dataset id it names or None)."""
+    raw_id = raw.decode("utf-8", errors="replace")
+    return raw_id, raw_id if dataset_ids is None else dataset_ids.resolve(raw_id)
+
+
+def _last_whole_rows(
+    path: Path, feature_dim: int, dataset_ids: DatasetIds | None
+) -> dict[str, int]:
+    """Dataset id → the line of its last row that looks whole (first pass: no decoding)."""
+    last: dict[str, int] = {}
+    for number, fields in raw_lines(path):
+        image_id = _resolve(fields[0], dataset_ids)[1]
+        if image_id is not None and incomplete(fields, feature_dim) is None:
+            last[image_id] = number
+    return last
+
+
 def import_tsv(
     path: Path,
     store: Path,
@@ -164,32 +216,44 @@ def import_tsv(
 ) -> ImportSummary:
     """Append the images of an upstream TSV to the store at `store` (created or resumed).
 
-    Ids already in the store are skipped, so a killed import can simply be run again. A second
-    row for an id (upstream's resume bug) is skipped too: the first row is kept."""
+    Ids already in the store are skipped, so a killed import can simply be run again. An
+    upstream extraction that was killed and resumed leaves a cut-off line followed by the same
+    images written again: a line that is not a whole row is skipped (and reported) when a whole
+    row of its image comes later, and of several rows for one image the last is kept, as
+    upstream's readers do. Any other malformed line stops the import, naming file and line."""
     path = Path(path)
     summary = ImportSummary(source=str(path))
-    seen: dict[str, int] = {}
+    last = _last_whole_rows(path, feature_dim, dataset_ids)
     with FeatureStoreWriter(store, feature_dim) as writer:
-        for number, fields in split_lines(path):
-            raw_id = fields[0].decode("utf-8", errors="replace")
-            image_id = raw_id if dataset_ids is None else dataset_ids.resolve(raw_id)
+        for number, fields in raw_lines(path):
+            raw_id, image_id = _resolve(fields[0], dataset_ids)
+            problem = incomplete(fields, feature_dim)
+            if problem is not None:
+                if last.get(image_id or "", 0) > number:
+                    summary.problems.append(
+                        f"{path}:{number}: not a whole row ({problem}); skipped, image "
+                        f"{image_id!r} has a whole row at line {last[image_id or '']}"
+                    )
+                    continue
+                if _field_count_problem(fields) is None:
+                    decode_fields(fields, path, number, feature_dim)  # the detailed message
+                raise HmDataError(problem, path, number)
             if image_id is None:
                 summary.unknown_ids += 1
                 summary.problems.append(f"{path}:{number}: id {raw_id!r} is not in the dataset")
                 continue
-            if image_id in seen:
+            if last.get(image_id, number) != number:
                 summary.duplicates += 1
                 summary.problems.append(
-                    f"{path}:{number}: id {image_id!r} repeats line {seen[image_id]}; "
-                    "kept the first"
+                    f"{path}:{number}: id {image_id!r} is written again at line "
+                    f"{last[image_id]}; kept the last, as upstream's readers do"
                 )
                 continue
-            seen[image_id] = number
             if image_id in writer:
                 summary.already_in_store += 1
                 continue
             fields[0] = image_id.encode()
-            item, extra = decode_fields(fields, path, number, feature_dim)
+            item, extra = decode_fields(fields, path, number, feature_dim)  # raises on bad rows
             if extra:
                 summary.problems.append(
                     f"{path}:{number}: id {image_id!r} has a buffer with num_boxes+1 entries; "
@@ -206,6 +270,8 @@ __all__ = [
     "encode_row",
     "export_tsv",
     "import_tsv",
+    "incomplete",
+    "raw_lines",
     "read_tsv",
     "split_lines",
     "write_tsv",

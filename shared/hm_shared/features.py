@@ -435,6 +435,7 @@ class ImportSummary:
     already_in_store: int = 0
     duplicates: int = 0
     unknown_ids: int = 0
+    incomplete: int = 0  # entries without the fields of an image (skipped)
     problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -442,6 +443,8 @@ class ImportSummary:
             f"{self.source}: {self.added} images added, {self.already_in_store} already in the "
             f"store, {self.duplicates} duplicates skipped, {self.unknown_ids} not in the dataset"
         )
+        if self.incomplete:
+            text += f", {self.incomplete} incomplete entries skipped"
         shown = self.problems[:20]
         more = len(self.problems) - len(shown)
         return "\n".join([text, *shown] + ([f"... and {more} more"] if more > 0 else []))

@@ -31,10 +31,11 @@ _RPN_LAYERS = ("conv", "objectness_logits", "anchor_deltas")
 
 # Our keys a checkpoint may lack, and why that is fine.
 OPTIONAL: dict[str, str] = {
-    # Caffe2-converted frozen BN folds the statistics into weight/bias; detectron2 then fills
-    # the identity (mean 0, var 1), which is what we fill.
+    # Caffe2-converted frozen BN folds the statistics into weight/bias; detectron2's
+    # FrozenBatchNorm2d then keeps its initial buffers, mean 0 and var 1 − eps, so that
+    # weight / sqrt(var + eps) is exactly the weight. We fill the same.
     "*.norm.running_mean": "frozen BN statistics folded into weight/bias (filled with 0)",
-    "*.norm.running_var": "frozen BN statistics folded into weight/bias (filled with 1)",
+    "*.norm.running_var": "frozen BN statistics folded into weight/bias (filled with 1 − eps)",
     # detectron2 keeps the cell anchors as a buffer; they follow from the config. When the file
     # has them they must equal ours (a check of anchor order), when not, ours are kept.
     "rpn.cell_anchors": "anchors follow from the config",
@@ -174,7 +175,8 @@ def load_state(
         if key.endswith("running_mean"):
             loaded[key] = torch.zeros_like(expected)
         elif key.endswith("running_var"):
-            loaded[key] = torch.ones_like(expected)
+            eps = detector.get_submodule(key.removesuffix(".running_var")).eps
+            loaded[key] = torch.full_like(expected, 1.0 - eps)
         else:
             loaded[key] = expected
     if not report.ok:

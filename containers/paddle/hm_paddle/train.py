@@ -61,9 +61,13 @@ class TrainConfig:
     eval_batch_size: int = 32
 
     def lr_at(self, step: int) -> float:
-        """Learning rate of 1-based `step`: linear warm-up, then constant."""
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.lr * step / self.warmup_steps
+        """Learning rate of 1-based `step`: linear warm-up from 0, then constant.
+
+        Upstream's `manual_warmup_decay` reads fluid's `_decay_step_counter()`, which is 0 at
+        the first update, so update k runs at (k − 1) / warmup_steps of the peak rate."""
+        counter = step - 1
+        if self.warmup_steps and counter < self.warmup_steps:
+            return self.lr * counter / self.warmup_steps
         return self.lr
 
 

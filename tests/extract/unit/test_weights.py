@@ -135,8 +135,12 @@ def test_folded_batch_norm_statistics_are_filled_with_identity(upstream) -> None
     assert "backbone.res4.7.conv2.norm.running_var" in report.filled
     assert "rpn.cell_anchors" in report.filled
     norm = detector.backbone.res4[7].conv2.norm
-    assert torch.equal(norm.running_var, torch.ones(256))
+    # detectron2's FrozenBatchNorm2d buffers: var 1 − eps, so the folded weight scales exactly
+    assert torch.equal(norm.running_var, torch.full((256,), 1.0 - norm.eps))
     assert torch.equal(norm.running_mean, torch.zeros(256))
+    x = torch.randn(1, 256, 3, 3)
+    want = norm.weight[None, :, None, None] * x + norm.bias[None, :, None, None]
+    torch.testing.assert_close(norm(x), want, rtol=1e-6, atol=1e-6)
 
 
 def test_wrong_cell_anchors_fail(upstream, target) -> None:

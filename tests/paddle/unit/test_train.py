@@ -12,11 +12,14 @@ from hm_paddle.train import TrainConfig, batch_order, fit, make_optimizer, predi
 from hm_shared.metrics import auroc
 
 
-def test_warmup_then_constant() -> None:
+def test_warmup_then_constant_one_step_behind_as_upstream() -> None:
+    # fluid's step counter is 0 at the first update: update k uses (k - 1) / 500 of the peak
     cfg = TrainConfig()
-    assert cfg.lr_at(1) == pytest.approx(2e-8)
-    assert cfg.lr_at(250) == pytest.approx(5e-6)
-    assert cfg.lr_at(500) == cfg.lr_at(2500) == 1e-5
+    assert cfg.lr_at(1) == 0.0
+    assert cfg.lr_at(2) == pytest.approx(2e-8)
+    assert cfg.lr_at(251) == pytest.approx(5e-6)
+    assert cfg.lr_at(500) == pytest.approx(1e-5 * 499 / 500)
+    assert cfg.lr_at(501) == cfg.lr_at(2500) == 1e-5
 
 
 def test_batch_order_covers_each_epoch_once() -> None:

@@ -309,3 +309,26 @@ def test_restricted_loads_refuses_code_and_object_arrays(tmp_path: Path, protoco
         restricted_loads(pickle.dumps(np.array([1, "a"], dtype=object), protocol=protocol))
     with pytest.raises(UnsafePickleError, match=r"refused to load global builtins\.eval"):
         restricted_loads(b"cbuiltins\neval\n(S'1+1'\ntR.")
+
+
+def test_entries_without_info_fields_are_skipped_and_listed(tmp_path: Path) -> None:
+    # an extraction that died between writing an entry's features and its info, or a stray
+    # key: the import goes on and names each such key
+    no_info = {k: v for k, v in mmf_value("42", 4).items() if k not in ("bbox", "image_height")}
+    entries = {
+        b"08291": pickle.dumps(mmf_value("8291", 5)),
+        b"00042": pickle.dumps(no_info),
+        b"00007": pickle.dumps([1, 2, 3]),
+        b"01235": pickle.dumps(mmf_value("1235", 3)),
+        b"keys": pickle.dumps([b"08291", b"00042", b"00007", b"01235"]),
+    }
+    path = write_raw_lmdb(tmp_path / "partial.lmdb", entries)
+    summary = import_lmdb(path, tmp_path / "s", feature_dim=DIM)
+    assert (summary.added, summary.incomplete) == (2, 2)
+    assert summary.problems == [
+        f"{path}: key '00042': missing ['bbox', 'image_height']; expected MMF's info fields; "
+        "skipped",
+        f"{path}: key '00007' holds list; expected a dict; skipped",
+    ]
+    assert "2 incomplete entries skipped" in str(summary)
+    assert FeatureStore(tmp_path / "s").ids() == ["08291", "01235"]

@@ -10,6 +10,7 @@ import pytest
 
 from hm_shared.errors import HmDataError
 from hm_shared.feature_tsv import (
+    TSV_FIELDS,
     encode_row,
     export_tsv,
     import_tsv,
@@ -157,13 +158,47 @@ def test_rows_with_upstreams_extra_box_keep_num_boxes(tmp_path: Path) -> None:
     assert_same(FeatureStore(tmp_path / "s")["00007"], item)
 
 
-def test_duplicate_rows_from_upstreams_resume_bug_keep_the_first(tmp_path: Path) -> None:
+def test_duplicate_rows_from_upstreams_resume_bug_keep_the_last(tmp_path: Path) -> None:
     changed = make_item("01235", 2)  # same id, other content
-    write_tsv([ITEMS[0], ITEMS[1], changed, ITEMS[0]], tmp_path / "dup.tsv")
+    write_tsv([ITEMS[0], ITEMS[1], changed, ITEMS[0], changed], tmp_path / "dup.tsv")
     summary = import_tsv(tmp_path / "dup.tsv", tmp_path / "s", feature_dim=DIM)
-    assert (summary.added, summary.duplicates) == (2, 2)
-    assert "dup.tsv:3: id '01235' repeats line 1; kept the first" in str(summary)
-    assert_same(FeatureStore(tmp_path / "s")["01235"], ITEMS[0])
+    assert (summary.added, summary.duplicates) == (2, 3)
+    text = str(summary)
+    assert "dup.tsv:1: id '01235' is written again at line 5; kept the last" in text
+    assert "dup.tsv:4: id '01235' is written again at line 5; kept the last" in text
+    # upstream's readers build a dict by image id: the last row wins
+    assert_same(FeatureStore(tmp_path / "s")["01235"], changed)
+    assert FeatureStore(tmp_path / "s").ids() == ["08291", "01235"]
+
+
+def test_a_killed_and_resumed_upstream_extraction_imports(tmp_path: Path) -> None:
+    # killed while writing 00042's row; the resumed run appended from a fresh line and wrote
+    # 00042 again (and another cut-off row, cut inside its features, was followed by a rewrite)
+    cut = encode_row(ITEMS[2])[:100] + b"\r\n"
+    cut_late = encode_row(ITEMS[0])[:-40] + b"\r\n"
+    lines = [encode_row(ITEMS[1]), cut, cut_late, encode_row(ITEMS[2]), encode_row(ITEMS[0])]
+    (tmp_path / "resumed.tsv").write_bytes(b"".join(lines))
+    summary = import_tsv(tmp_path / "resumed.tsv", tmp_path / "s", feature_dim=DIM)
+    assert (summary.added, summary.duplicates) == (3, 0)
+    fields = len(cut.split(b"\t"))
+    assert summary.problems == [
+        f"{tmp_path / 'resumed.tsv'}:2: not a whole row (expected 10 tab-separated fields "
+        f"({', '.join(TSV_FIELDS)}), got {fields}); skipped, image '00042' has a whole row at "
+        "line 4",
+        f"{tmp_path / 'resumed.tsv'}:3: not a whole row (features is not num_boxes 3 x "
+        f"{4 * DIM} bytes of base64); skipped, image '01235' has a whole row at line 5",
+    ]
+    store = FeatureStore(tmp_path / "s")
+    assert store.ids() == ["08291", "00042", "01235"]
+    for item in ITEMS[:3]:
+        assert_same(store[item.image_id], item)
+
+
+def test_a_cut_off_row_with_no_rewrite_still_stops_the_import(tmp_path: Path) -> None:
+    lines = [encode_row(ITEMS[0]), encode_row(ITEMS[2])[:-40] + b"\r\n", encode_row(ITEMS[1])]
+    (tmp_path / "cut.tsv").write_bytes(b"".join(lines))
+    with pytest.raises(HmDataError, match=r"cut\.tsv:2: image .00042.: features is not base64"):
+        import_tsv(tmp_path / "cut.tsv", tmp_path / "s", feature_dim=DIM)
 
 
 def test_import_resumes_after_a_partial_run(tmp_path: Path) -> None:

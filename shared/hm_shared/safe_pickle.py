@@ -67,6 +67,7 @@ def _encode(text: str, encoding: str = "utf-8") -> bytes:
 
 _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("builtins", "set"): set,
+    ("builtins", "tuple"): tuple,  # paddle.save reduces each tensor to tuple((name, array))
     ("builtins", "frozenset"): frozenset,
     ("builtins", "bytes"): bytes,
     ("builtins", "bytearray"): bytearray,

@@ -24,6 +24,7 @@ import paddle.nn.functional as F
 from hm_paddle.inputs import Batch, ErnieTokenizer, MemeInputs, open_store
 from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes, hateful_loss
 from hm_paddle.params import load_upstream_params
+from hm_paddle.state import load_state
 from hm_shared.dataset import read_prepared
 from hm_shared.errors import MissingWeightsError, SpecError
 from hm_shared.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -147,7 +148,8 @@ def fit(
     opt = make_optimizer(model, cfg)
     step, log = 0, []
     if checkpoint is not None and checkpoint.is_file():
-        state = paddle.load(str(checkpoint))
+        # never paddle.load: a state file left in an attempt dir must not be able to run code
+        state = load_state(checkpoint, required=("step", "model", "optimizer", "log"))
         model.set_state_dict(state["model"])
         opt.set_state_dict(state["optimizer"])
         step, log = int(state["step"]), json.loads(state["log"])

@@ -258,6 +258,14 @@ def _model_and_tokenizer(
     return model, tokenizer, init
 
 
+def text_limit(params: dict[str, Any], cfg: ErnieVilConfig) -> int:
+    """Word pieces kept per text, [CLS] and [SEP] included. Upstream never truncates (its
+    `max_seq_len` only declares a shape), so by default nothing is cut below the position table
+    (512): there a longer text would fail upstream; here it is cut. A recipe may set less."""
+    table = cfg.max_position_embeddings
+    return min(int(params.get("max_len", table)), table)
+
+
 def train_stage(spec: StageSpec) -> None:
     """Fit on params.fit, predict params.predict, write predictions/, weights, logs, metrics."""
     out = spec.output_dir
@@ -268,10 +276,10 @@ def train_stage(spec: StageSpec) -> None:
     predict_names = list(spec.param("predict"))
     main = open_store(spec.path("features"))
     extra = open_store(spec.path("extra_features")) if "extra_features" in spec.inputs else None
-    max_len = int(spec.params.get("max_len", 128))
     max_regions = int(spec.params.get("max_regions", 100))
     fit_rows = _split(spec, fit_name)
     model, tokenizer, init = _model_and_tokenizer(spec, fit_rows, main.feature_dim)
+    max_len = text_limit(spec.params, model.ernie_vil.config)
 
     def inputs(name: str, rows: list[tuple[str, str, int | None]]) -> MemeInputs:
         return MemeInputs(rows, tokenizer, main, extra, max_len, max_regions, f"{name}.jsonl")
@@ -318,5 +326,6 @@ __all__ = [
     "fit",
     "make_optimizer",
     "predict",
+    "text_limit",
     "train_stage",
 ]

@@ -8,7 +8,15 @@ from conftest import XorMemes
 
 from hm_paddle.inputs import ErnieTokenizer, MemeInputs
 from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes
-from hm_paddle.train import TrainConfig, batch_order, fit, make_optimizer, predict, seed_everything
+from hm_paddle.train import (
+    TrainConfig,
+    batch_order,
+    fit,
+    make_optimizer,
+    predict,
+    seed_everything,
+    text_limit,
+)
 from hm_shared.metrics import auroc
 
 
@@ -56,3 +64,16 @@ def _dev_auroc(train: XorMemes, dev: XorMemes, text_only: bool) -> float:
 def test_needs_both_modalities(xor_train: XorMemes, xor_dev: XorMemes) -> None:
     assert _dev_auroc(xor_train, xor_dev, text_only=False) >= 0.9
     assert _dev_auroc(xor_train, xor_dev, text_only=True) <= 0.65
+
+
+def test_texts_are_not_cut_below_the_position_table() -> None:
+    # upstream's max_seq_len only declares a shape: a 200-piece text reaches the model whole
+    base = ErnieVilConfig.base()
+    assert text_limit({}, base) == base.max_position_embeddings == 512
+    assert text_limit({"max_len": 2048}, base) == 512  # longer would crash upstream; cut here
+    assert text_limit({"max_len": 64}, base) == 64
+    tiny = ErnieVilConfig.tiny()
+    assert text_limit({"max_len": 512}, tiny) == tiny.max_position_embeddings
+    words = " ".join(f"w{i % 7}" for i in range(200))
+    tok = ErnieTokenizer.train([words], 40)
+    assert len(tok.encode(words, text_limit({}, base))) == len(tok.encode(words, 10_000))

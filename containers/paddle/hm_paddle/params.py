@@ -38,12 +38,15 @@ _CODES = {dtype: code for code, dtype in _DTYPES.items()}
 
 # The head vilio adds for Hateful Memes: random unless the directory is a vilio fine-tune output.
 HEAD = {"hm_fc.w_0": "hm_fc.weight", "hm_fc.b_0": "hm_fc.bias"}
-# Variables a params/ directory may carry that the HM model has no use for: Adam state and the
-# learning-rate counter of `save_persistables` outputs, and the heads of the VCR fine-tuning tasks.
+# Variables a params/ directory may carry that the HM model has no use for: Adam state, the
+# step counter and the learning-rate variable of `save_persistables` outputs (a vilio fine-tune
+# output dir: `scheduled_learning_rate` is `manual_warmup_decay`'s, `learning_rate_N` the
+# constant one without warm-up), and the heads of the VCR fine-tuning tasks.
 IGNORED = (
     r".*_moment[12]_\d+",
     r".*_beta[12]_pow_acc_\d+",
     r"learning_rate_\d+",
+    r"scheduled_learning_rate",
     r"@LR_DECAY_COUNTER@",
     r"vcr_qa_fc\.[wb]_0",
     r"vcr_qar_fc\.[wb]_0",

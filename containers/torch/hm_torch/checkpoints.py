@@ -203,6 +203,23 @@ def _tied_keys(model: nn.Module) -> dict[str, str]:
     return tied
 
 
+_POSITION_IDS = (
+    "a buffer of position indices 0…n−1 (HF BertEmbeddings, e.g. vilio's LAST_BO.pth), not a weight"
+)
+
+
+def _is_position_ids(key: str, tensor: Tensor) -> bool:
+    """transformers ≥ 3 saves `embeddings.position_ids` = arange(n) (shape (1, n)) in its state
+    dicts. Accepted only with exactly that content: anything else is reported."""
+    if not key.endswith("embeddings.position_ids") or tensor.dtype not in (
+        torch.int64,
+        torch.int32,
+    ):
+        return False
+    flat = tensor.reshape(-1)
+    return tensor.ndim <= 2 and torch.equal(flat, torch.arange(flat.numel(), dtype=flat.dtype))
+
+
 def apply_state_dict(
     model: nn.Module, state: Mapping[str, Tensor], fmt: CheckpointFormat, source: str
 ) -> LoadReport:
@@ -218,6 +235,8 @@ def apply_state_dict(
         target = mapping.get(key)
         if target is None or target not in ours:
             reason = _matches(key, fmt.allow_unexpected)
+            if reason is None and _is_position_ids(key, state[key]):
+                reason = _POSITION_IDS
             if reason is None:
                 report.unexpected.append(key)
             else:

@@ -101,6 +101,27 @@ def test_head_absent_is_reported_random(tmp_path: Path) -> None:
     assert report.ignored == ["encoder_layer_0_ffn_fc_0.w_0_moment1_0"]
 
 
+def test_a_vilio_fine_tune_output_dir_loads_with_its_head(tmp_path: Path) -> None:
+    # `fluid.io.save_persistables` of vilio's ERNIE training program: the parameters (hm_fc
+    # included), Adam's moments and beta powers, the step counter and the scheduled lr
+    trained = _tiny()
+    export_upstream_params(trained, tmp_path)
+    extras = {"scheduled_learning_rate": np.array([1e-5], np.float32)}
+    extras["@LR_DECAY_COUNTER@"] = np.array([2500], np.int64)
+    for name in ("hm_fc.w_0", "encoder_layer_0_ffn_fc_0.w_0"):
+        shape = read_lod_tensor(tmp_path / name).shape
+        for acc in ("moment1_0", "moment2_0"):
+            extras[f"{name}_{acc}"] = np.zeros(shape, np.float32)
+        for acc in ("beta1_pow_acc_0", "beta2_pow_acc_0"):
+            extras[f"{name}_{acc}"] = np.array([0.9], np.float32)
+    for name, array in extras.items():
+        write_lod_tensor(tmp_path / name, array)
+    model = _tiny()
+    report = load_upstream_params(model, tmp_path)
+    assert report.random == [] and sorted(report.ignored) == sorted(extras)
+    np.testing.assert_array_equal(model.hm_fc.weight.numpy(), trained.hm_fc.weight.numpy())
+
+
 def test_missing_variable_fails_with_its_name(tmp_path: Path) -> None:
     export_upstream_params(_tiny(), tmp_path)
     (tmp_path / "encoder_colayer_1_vl_ffn_fc_0.b_0").unlink()

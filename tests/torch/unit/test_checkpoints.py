@@ -283,6 +283,26 @@ def test_legacy_layernorm_names_and_swa_prefix_are_accepted(tmp_path: Path) -> N
     assert report.ok
 
 
+def test_vilio_last_bo_with_its_position_ids_buffer_loads(tmp_path: Path) -> None:
+    # vilio's task-pretrained OSCAR (`LAST_BO.pth`, saved by its transformers 3.0.2 copy):
+    # `bert.*` + `cls.*` + the `bert.embeddings.position_ids` buffer (arange, not a weight)
+    cfg = OscarConfig.tiny()
+    pretrained = OscarForPretraining(cfg)
+    state = dict(pretrained.state_dict())
+    state["bert.embeddings.position_ids"] = torch.arange(cfg.max_position_embeddings)[None]
+    torch.save(state, tmp_path / "LAST_BO.pth")
+    model = OscarForHatefulMemes(cfg)
+    report = load_pretrained(model, tmp_path / "LAST_BO.pth")
+    reasons = dict(report.allowed)
+    assert reasons["bert.embeddings.position_ids"].startswith("a buffer of position indices")
+    assert_close(model.bert.pooler.dense.weight, pretrained.bert.pooler.dense.weight)
+    # a "position_ids" that is not the index table is not waved through
+    state["bert.embeddings.position_ids"] = torch.arange(cfg.max_position_embeddings)[None] * 2
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(HmDataError, match=r"unexpected .*bert\.embeddings\.position_ids"):
+        load_pretrained(OscarForHatefulMemes(cfg), tmp_path / "odd.pth")
+
+
 def test_report_lists_allowed_keys_with_reasons() -> None:
     cfg = UniterConfig.tiny()
     model = UniterForHatefulMemes(cfg)

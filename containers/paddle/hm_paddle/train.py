@@ -43,6 +43,7 @@ MODEL_PARAMS = (
     "smoke_vocab_size",
     "max_len",
     "max_regions",
+    "repeat_dev_seen",
 )
 
 
@@ -202,6 +203,17 @@ def _split(spec: StageSpec, name: str) -> list[tuple[str, str, int | None]]:
     return [(m.id, m.text, m.label) for m in read_prepared(path)]
 
 
+def fit_rows(spec: StageSpec, fit: str) -> list[tuple[str, str, int | None]]:
+    """The memes a fit trains on. ERNIE-ViL's own data script (vilio `ernie-vil/utils/
+    pandas_scripts.py`) builds traindev as [dev_seen, train, dev_unseen, dev_seen]: dev_seen
+    twice, i.e. at twice the weight. `repeat_dev_seen` (default true) keeps that for ES/EL; the
+    torch models' traindev (vilio's root script) has every meme once."""
+    rows = _split(spec, fit)
+    if fit == "traindev" and bool(spec.params.get("repeat_dev_seen", True)):
+        rows += _split(spec, "dev_seen")
+    return rows
+
+
 def check_params(spec: StageSpec) -> None:
     """A misspelt recipe param is an error naming it, never a silently ignored setting."""
     known = {*TrainConfig.__dataclass_fields__, *TRAIN_STAGE_PARAMS, *MODEL_PARAMS}
@@ -219,7 +231,7 @@ def _train_config(spec: StageSpec) -> TrainConfig:
 
 
 def _model_and_tokenizer(
-    spec: StageSpec, fit_rows: list[tuple[str, str, int | None]], feature_dim: int
+    spec: StageSpec, train_rows: list[tuple[str, str, int | None]], feature_dim: int
 ) -> tuple[ErnieVilForHatefulMemes, ErnieTokenizer, dict[str, Any]]:
     size = spec.params.get("size", "tiny" if spec.profile == "smoke" else "base")
     text_only = bool(spec.params.get("text_only", False))
@@ -248,7 +260,7 @@ def _model_and_tokenizer(
         }
     else:
         vocab_size = int(spec.params.get("smoke_vocab_size", 1000))
-        tokenizer = ErnieTokenizer.train((text for _, text, _ in fit_rows), vocab_size)
+        tokenizer = ErnieTokenizer.train((text for _, text, _ in train_rows), vocab_size)
         cfg = ErnieVilConfig.named(
             size, vocab_size=tokenizer.vocab_size, v_feature_size=feature_dim
         )
@@ -277,14 +289,14 @@ def train_stage(spec: StageSpec) -> None:
     main = open_store(spec.path("features"))
     extra = open_store(spec.path("extra_features")) if "extra_features" in spec.inputs else None
     max_regions = int(spec.params.get("max_regions", 100))
-    fit_rows = _split(spec, fit_name)
-    model, tokenizer, init = _model_and_tokenizer(spec, fit_rows, main.feature_dim)
+    rows = fit_rows(spec, fit_name)
+    model, tokenizer, init = _model_and_tokenizer(spec, rows, main.feature_dim)
     max_len = text_limit(spec.params, model.ernie_vil.config)
 
     def inputs(name: str, rows: list[tuple[str, str, int | None]]) -> MemeInputs:
         return MemeInputs(rows, tokenizer, main, extra, max_len, max_regions, f"{name}.jsonl")
 
-    train_data = inputs(fit_name, fit_rows)
+    train_data = inputs(fit_name, rows)
     log_path = out / "log.jsonl"
 
     def write_log(entries: list[dict[str, Any]]) -> None:
@@ -324,6 +336,7 @@ __all__ = [
     "batch_order",
     "check_params",
     "fit",
+    "fit_rows",
     "make_optimizer",
     "predict",
     "text_limit",

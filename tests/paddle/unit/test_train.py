@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import XorMemes
+from conftest import XorMemes, write_prepared_split
 
 from hm_paddle.inputs import ErnieTokenizer, MemeInputs
 from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes
@@ -12,12 +14,14 @@ from hm_paddle.train import (
     TrainConfig,
     batch_order,
     fit,
+    fit_rows,
     make_optimizer,
     predict,
     seed_everything,
     text_limit,
 )
 from hm_shared.metrics import auroc
+from hm_shared.spec import StageSpec
 
 
 def test_warmup_then_constant_one_step_behind_as_upstream() -> None:
@@ -77,3 +81,34 @@ def test_texts_are_not_cut_below_the_position_table() -> None:
     words = " ".join(f"w{i % 7}" for i in range(200))
     tok = ErnieTokenizer.train([words], 40)
     assert len(tok.encode(words, text_limit({}, base))) == len(tok.encode(words, 10_000))
+
+
+def test_ernie_traindev_repeats_dev_seen_as_upstream(tmp_path: Path) -> None:
+    # ERNIE-ViL's data script: traindev = [dev_seen, train, dev_unseen, dev_seen]
+    prepared = tmp_path / "work" / "prepared"
+    train = [("00001", "a", 0), ("00002", "b", 1)]
+    dev_seen = [("00003", "c", 1)]
+    write_prepared_split(prepared / "traindev.jsonl", train + dev_seen)
+    write_prepared_split(prepared / "dev_seen.jsonl", dev_seen)
+    write_prepared_split(prepared / "train.jsonl", train)
+
+    def spec(**params: object) -> StageSpec:
+        return StageSpec(
+            stage="train/ES/ES36/traindev",
+            kind="train",
+            env="paddle",
+            data_root=str(tmp_path),
+            output="work/out",
+            inputs={"prepared": "work/prepared"},
+            params=params,
+            profile="smoke",
+        )
+
+    ids = [meme for meme, _, _ in fit_rows(spec(), "traindev")]
+    assert sorted(ids) == ["00001", "00002", "00003", "00003"]
+    assert [m for m, _, _ in fit_rows(spec(repeat_dev_seen=False), "traindev")] == [
+        "00001",
+        "00002",
+        "00003",
+    ]
+    assert len(fit_rows(spec(), "train")) == 2  # the train fit is untouched

@@ -149,9 +149,9 @@ class VisualBertForHatefulMemes(nn.Module):
             self.head = VisualBertLayerAverageHead(config)
         else:
             self.head = classifier_head(config.hidden_size, config.num_labels)
+        # the head too: vilio's entryV.py applies its N(0, 0.02) / zero-bias init to the
+        # classifier of both branches (`self.classifier.apply(self.init_weights)`)
         self.apply(partial(init_bert_weights, initializer_range=config.initializer_range))
-        if config.head == "layer_average":
-            self.head.classifier.reset_parameters()  # vilio leaves this layer at torch's default
         self.visual_bert.special_visual_initialize()
 
     def forward(self, batch: Mapping[str, Tensor]) -> Tensor:

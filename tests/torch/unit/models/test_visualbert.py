@@ -116,3 +116,15 @@ def test_pretraining_heads_shapes() -> None:
     cfg = VisualBertConfig.tiny()
     words, match = VisualBertForPretraining(cfg).eval()(_batch(cfg))
     assert words.shape == (3, 7, cfg.vocab_size) and match.shape == (3, 2)
+
+
+def test_layer_average_classifier_starts_as_vilio_reg() -> None:
+    # vilio's entryV.py --reg: `self.classifier.apply(self.init_weights)`: N(0, 0.02), bias 0.
+    # torch's default would be U(±1/√768) for both: a non-zero bias and no weight beyond 0.036.
+    torch.manual_seed(0)
+    cfg = VisualBertConfig.base()
+    classifier = VisualBertForHatefulMemes(cfg).head.classifier
+    assert torch.equal(classifier.bias, torch.zeros(2))
+    weight = classifier.weight.detach()
+    assert abs(float(weight.std()) - cfg.initializer_range) < 0.002
+    assert float(weight.abs().max()) > 1 / cfg.hidden_size**0.5  # a normal's tail, not uniform

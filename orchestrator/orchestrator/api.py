@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hm_shared.errors import HmError, MissingWeightsError
-from orchestrator import cache, weights
+from orchestrator import cache, weights, weights_lock
 from orchestrator.datadir import DataDir
 from orchestrator.executor import Executor, OnError, Outcome
 from orchestrator.gpus import resolve_gpus
@@ -61,6 +61,7 @@ class PlanResult:
     hashes: Fingerprints
     missing_weights: list[Weight]
     dataset_present: bool
+    changed_weights: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -96,7 +97,13 @@ def fetch_weights(settings: Settings, models: str, say: Say) -> FetchResult:
     """Download the pretrained files the full profile of `models` needs and does not have."""
     _, stages = select_stages(settings, Selection(models=models, profile="full"))
     data = DataDir(settings.data)
-    result = weights.fetch_weights(data.weights, required_weights(stages), say)
+    wanted = required_weights(stages)
+    hashes = cache.HashCache(data.root, data.hashes)
+    changed = weights_lock.problems(data.weights, wanted, hashes)  # never record over a change
+    if changed:
+        raise weights_lock.changed_weights_error(data.weights, changed, models)
+    result = weights.fetch_weights(data.weights, wanted, say)
+    weights_lock.record(data.weights, wanted, hashes)
     if result.by_hand:  # everything else is in place; these need a person
         lines = [f"  {data.weights / w.file}  (from {w.source}: {w.note})" for w in result.by_hand]
         raise MissingWeightsError(
@@ -135,6 +142,7 @@ def make_plan(settings: Settings, selection: Selection) -> PlanResult:
     records = {s.id: read_record(data, s.slug) for s in stages}
     present = {s.id for s in stages if (data.root / s.output).is_dir()}
     missing = missing_weights(data, stages) if selection.profile == "full" else []
+    changed = changed_weights(data, stages) if selection.profile == "full" else []
     return PlanResult(
         data,
         models,
@@ -143,7 +151,16 @@ def make_plan(settings: Settings, selection: Selection) -> PlanResult:
         hashes,
         missing,
         data.has_dataset(),
+        changed,
     )
+
+
+def changed_weights(data: DataDir, stages: list[StageDef]) -> list[str]:
+    """Weights that differ from the lock `weights fetch` wrote, or from a pinned checksum."""
+    hashes = cache.HashCache(data.root, data.hashes)
+    found = weights_lock.problems(data.weights, required_weights(stages), hashes)
+    hashes.save()
+    return found
 
 
 def ensure_dataset(data: DataDir, say: Say) -> bool:
@@ -193,6 +210,9 @@ def run(
         missing = missing_weights(data, stages)
         if missing:
             raise missing_weights_error(data, missing)
+        changed = changed_weights(data, stages)
+        if changed:
+            raise weights_lock.changed_weights_error(data.weights, changed, selection.models)
     resolve = runtime_resolver(settings)
     gpus = resolve_gpus(gpus)
     with DataLock(data.lock, data.root):

@@ -89,7 +89,8 @@ def plan_command(
     """Print the stages a run would execute, each with the reason it runs or is cached.
 
     Nothing is run and no lock is taken. In the full profile, missing pretrained files are
-    listed with where to get them.
+    listed with where to get them, and files that differ from what `weights fetch` recorded
+    (or from a checksum the recipe pins) are named.
 
     Example:
 
@@ -119,3 +120,7 @@ def plan_command(
         click.echo("missing pretrained files (the full profile needs them):")
         for weight in result.missing_weights:
             click.echo(f"  {result.data.weights / weight.file}  (get it from {weight.where()})")
+    if result.changed_weights:
+        click.echo("pretrained files that differ from what was fetched (`run` refuses them):")
+        for line in result.changed_weights:
+            click.echo(f"  {line}")

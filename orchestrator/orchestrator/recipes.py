@@ -39,6 +39,9 @@ class Weight(BaseModel):
     # `source` is a page to download from by hand (a file host behind a confirmation page):
     # `weights fetch` names it with the note instead of downloading
     manual: bool = False
+    # checksum published upstream: the sha256 or its first ≥ 8 hex digits (torchvision's
+    # file names carry those); checked after download and whenever plan/run start
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{8,64}$")
 
     @model_validator(mode="after")
     def _manual_has_note(self) -> Weight:
@@ -46,6 +49,8 @@ class Weight(BaseModel):
             raise ValueError(f"weight {self.file!r} is manual: give a note saying how to get it")
         if self.manual and self.member:
             raise ValueError(f"weight {self.file!r} is manual: it cannot name an archive member")
+        if self.sha256 and self.member:
+            raise ValueError(f"weight {self.file!r}: pin the archive member's file, not sha256")
         return self
 
     @field_validator("file", "member")

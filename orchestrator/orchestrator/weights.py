@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from hm_shared.errors import HmDataError, MissingWeightsError
-from hm_shared.io import atomic_open
+from hm_shared.io import atomic_open, sha256_file
 from orchestrator.recipes import Weight
 
 Say = Callable[[str], None]
@@ -50,8 +50,11 @@ class FetchResult:
     by_hand: list[Weight] = field(default_factory=list)  # manual sources, still missing
 
 
-def download(url: str, target: Path, say: Say, timeout: float = 60.0) -> Path:
-    """Stream `url` into `target` (via `target.part`, renamed when the byte count is complete)."""
+def download(
+    url: str, target: Path, say: Say, timeout: float = 60.0, sha256: str | None = None
+) -> Path:
+    """Stream `url` into `target` (via `target.part`, renamed when the byte count is complete
+    and, with `sha256` (a digest or its prefix), the content matches it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     bar = Progress(
@@ -87,6 +90,13 @@ def download(url: str, target: Path, say: Say, timeout: float = 60.0) -> Path:
         raise MissingWeightsError(
             f"download of {url} stopped after {received} of {expected} bytes; run the command "
             "again to retry",
+            target,
+        )
+    digest = sha256_file(part) if sha256 else ""
+    if not digest.startswith(sha256 or ""):
+        part.unlink(missing_ok=True)
+        raise MissingWeightsError(
+            f"download of {url} has sha256 {digest}, the recipe pins {sha256}: not placed",
             target,
         )
     os.replace(part, target)
@@ -216,7 +226,7 @@ def fetch_weights(
             continue
         try:
             if weight.member is None:
-                download(weight.source, target, say, timeout)
+                download(weight.source, target, say, timeout, weight.sha256)
             else:
                 if weight.source not in archives:
                     # the URL's path names the archive (a query, e.g. a SAS token, does not)

@@ -284,3 +284,103 @@ def test_manual_weight_needs_a_note(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="give a note"):
         Weight(file="x.bin", source="https://example.org/x", manual=True)
+
+
+def _plan_full(recipe: Path, data: Path, models: str) -> subprocess.CompletedProcess[str]:
+    cmd = [ORCHESTRATOR, "plan", "--recipes", str(recipe), "--data", str(data)]
+    cmd += ["--models", models, "--profile", "full"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _run_full(recipe: Path, data: Path, models: str) -> subprocess.CompletedProcess[str]:
+    cmd = [ORCHESTRATOR, "run", "--recipes", str(recipe), "--data", str(data)]
+    cmd += ["--models", models, "--profile", "full"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_fetch_records_a_lock_and_plan_and_run_check_it(server: Server, tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    body = bytes(range(256)) * 40
+    (server.root / "uniter-large.pt").write_bytes(body)
+    (server.root / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    ernie_tarball(server.root / "model-ernie.tar.gz")
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)
+    assert fetch(recipe, data).returncode == 0
+    weights = data / "weights"
+    lock = json.loads((weights / "weights.lock.json").read_text())
+    assert lock["format_version"] == 1
+    entry = lock["files"]["uniter-large.pt"]
+    assert entry == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    params = lock["files"]["ernie-vil-base/params"]  # a directory: all its files
+    assert params["size"] == sum(len(v) for v in PARAMS.values())
+    assert set(lock["files"]) == {
+        "uniter-large.pt",
+        "bert-large-cased-vocab.txt",
+        "ernie-vil-base/params",
+        "ernie-vil-base/vocab.txt",
+        DETECTOR_WEIGHTS["attr"].file,  # found in place: recorded as it is
+    }
+    planned = _plan_full(recipe, data, "U")
+    assert planned.returncode == 0 and "differ from what was fetched" not in planned.stdout
+
+    # a truncated file, then one changed in place: named by plan, refused by run (exit 3)
+    (weights / "uniter-large.pt").write_bytes(body[:1000])
+    planned = _plan_full(recipe, data, "U")
+    assert f"{weights / 'uniter-large.pt'}: 1000 bytes, {len(body)} when it was fetched" in (
+        planned.stdout
+    )
+    refused = _run_full(recipe, data, "U")
+    message = " ".join(refused.stderr.split())
+    assert refused.returncode == 3, refused.stderr
+    assert "orchestrator weights fetch --models U" in message
+    assert not (data / "work" / "runs").exists()  # nothing ran
+    (weights / "uniter-large.pt").write_bytes(body[::-1])
+    refused = _run_full(recipe, data, "U")
+    assert refused.returncode == 3 and "content changed since it was fetched" in refused.stderr
+    assert fetch(recipe, data).returncode == 3  # fetch never records over a changed file
+
+    # the way out the message names: remove it, fetch again
+    (weights / "uniter-large.pt").unlink()
+    assert fetch(recipe, data).returncode == 0
+    assert (weights / "uniter-large.pt").read_bytes() == body
+    assert "differ" not in _plan_full(recipe, data, "U").stdout
+
+
+def test_a_pinned_checksum_is_checked_on_download(server: Server, tmp_path: Path) -> None:
+    import hashlib
+
+    body = b"resnet weights" * 100
+    (server.root / "uniter-large.pt").write_bytes(body)
+    (server.root / "vocab.txt").write_text("[PAD]\n")
+    good = hashlib.sha256(body).hexdigest()
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)
+    text = recipe.read_text()
+    pin = f'source = "{server.url}/uniter-large.pt"'
+    recipe.write_text(text.replace(pin, f'{pin}, sha256 = "{"0" * 8}"'))
+    refused = fetch(recipe, data, "U")
+    assert refused.returncode == 3
+    message = " ".join(refused.stderr.split())
+    assert f"has sha256 {good}, the recipe pins 00000000: not placed" in message
+    assert not (data / "weights" / "uniter-large.pt").exists()
+    assert leftovers(data / "weights") == []
+
+    recipe.write_text(text.replace(pin, f'{pin}, sha256 = "{good[:8]}"'))
+    assert fetch(recipe, data, "U").returncode == 0
+    # a file put in place by hand that does not match the pin is named by plan
+    (data / "weights" / "uniter-large.pt").write_bytes(b"other" * 10)
+    (data / "weights" / "weights.lock.json").unlink()
+    planned = _plan_full(recipe, data, "U")
+    assert f"does not match the recipe's pinned {good[:8]}" in planned.stdout
+
+
+def test_sha256_pins_are_hex_prefixes(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from orchestrator.recipes import Weight
+
+    assert Weight(file="r.pth", source="https://x.org/r.pth", sha256="f82ba261").sha256
+    for bad in ("f82b", "F82BA261", "xyz12345"):
+        with pytest.raises(ValidationError):
+            Weight(file="r.pth", source="https://x.org/r.pth", sha256=bad)

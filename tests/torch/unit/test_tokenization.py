@@ -80,3 +80,35 @@ def test_trained_vocab_is_the_same_in_every_process(tmp_path: Path) -> None:
         assert (tmp_path / seed / "vocab.txt").read_text() == here
     tok = load_tokenizer(tmp_path / "here" / "vocab.txt", lowercase=True)
     assert tok.token_id("[UNK]") not in tok.encode("cats and the joke")[0]  # spelled, not unknown
+
+
+# Characters BERT's BasicTokenizer._clean_text deletes before word-piecing (category C:
+# control, format, unassigned, private use; and U+FFFD). vilio's tokenizers (its transformers
+# 3.0.2 copy and ERNIE-ViL's preprocess/tokenization.py) have that same rule; so do ours
+# (HF tokenizers' BertNormalizer, clean_text): a word with one inside is the word without it.
+DELETED = {"zero-width space": "\u200b", "zero-width joiner": "\u200d", "bell": "\x07",
+           "replacement": "\ufffd", "nul": "\x00", "private use": "\ue000"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(DELETED))
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_deleted_characters_inside_a_word_as_upstream(
+    tmp_path: Path, name: str, lowercase: bool
+) -> None:
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*SPECIAL_TOKENS, "hate", "you", "Hate"]) + "\n")
+    tok = load_tokenizer(vocab, lowercase=lowercase)
+    char = DELETED[name]
+    assert tok.encode(f"ha{char}te you")[0] == tok.encode("hate you")[0]
+
+
+def test_a_variation_selector_is_stripped_uncased_and_unknown_cased(tmp_path: Path) -> None:
+    # U+FE0F (emoji presentation) is a combining mark: uncased BERT strips it with the accents,
+    # cased BERT keeps it and the word is not in the vocabulary: [UNK], as upstream's U
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*SPECIAL_TOKENS, "love", "you"]) + "\n")
+    unk = SPECIAL_TOKENS.index("[UNK]")
+    uncased = load_tokenizer(vocab, lowercase=True).encode("love\ufe0f you")[0]
+    cased = load_tokenizer(vocab, lowercase=False).encode("love\ufe0f you")[0]
+    assert uncased == load_tokenizer(vocab, lowercase=True).encode("love you")[0]
+    assert cased[1] == unk and uncased[1] != unk

@@ -52,6 +52,20 @@ IGNORED = (
     r"vcr_qar_fc\.[wb]_0",
 )
 
+# Pre-training heads of ERNIE's own models, by the names its pre-training code gives them
+# (PaddlePaddle/ERNIE `model/ernie.py` `get_pretraining_output`, and its converters): the
+# masked-word transform and output bias (output weight when not shared with the embedding), the
+# next-sentence head and the text pooler. A released params/ that carries them loads; they are
+# reported as unused upstream heads. ERNIE-ViL's image-side pre-training heads were never
+# published, so no name for them is assumed: those stay "unexpected" (recipe `ignore_params`).
+UPSTREAM_HEADS = (
+    r"mask_lm_trans_fc\.[wb]_0",
+    r"mask_lm_trans_layer_norm_(scale|bias)",
+    r"mask_lm_out_fc\.[wb]_0",
+    r"next_sent_fc\.[wb]_0",
+    r"pooled_fc\.[wb]_0",
+)
+
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
@@ -214,6 +228,7 @@ class LoadReport:
 
     loaded: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # matched IGNORED: not model parameters
+    unused_heads: list[str] = field(default_factory=list)  # UPSTREAM_HEADS: pre-training only
     random: list[str] = field(default_factory=list)  # our keys left at their random init
     missing: list[str] = field(default_factory=list)  # upstream names expected but absent
     unexpected: list[str] = field(default_factory=list)
@@ -261,14 +276,17 @@ def load_upstream_params(
     arrays = read_params_dir(root)
     table = rename_table(model.ernie_vil.config) | HEAD
     ignored = [re.compile(p) for p in (*IGNORED, *extra_ignored)]
+    heads = [re.compile(p) for p in UPSTREAM_HEADS]
     state = model.state_dict()
     report = LoadReport()
     for name, array in arrays.items():
         if name not in table:
-            bucket = (
-                report.ignored if any(p.fullmatch(name) for p in ignored) else report.unexpected
-            )
-            bucket.append(name)
+            if any(p.fullmatch(name) for p in heads):
+                report.unused_heads.append(name)
+            elif any(p.fullmatch(name) for p in ignored):
+                report.ignored.append(name)
+            else:
+                report.unexpected.append(name)
             continue
         target = state[table[name]]
         if tuple(target.shape) != array.shape:
@@ -294,6 +312,7 @@ def export_upstream_params(model: ErnieVilForHatefulMemes, root: Path) -> list[s
 __all__ = [
     "HEAD",
     "IGNORED",
+    "UPSTREAM_HEADS",
     "LoadReport",
     "export_upstream_params",
     "load_upstream_params",

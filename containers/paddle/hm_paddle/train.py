@@ -256,6 +256,7 @@ def _model_and_tokenizer(
             "params_dir": str(params_dir),
             "loaded": len(report.loaded),
             "ignored": report.ignored,
+            "unused upstream heads": report.unused_heads,
             "random": report.random,
         }
     else:

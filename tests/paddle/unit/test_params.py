@@ -131,13 +131,35 @@ def test_missing_variable_fails_with_its_name(tmp_path: Path) -> None:
 
 def test_extra_variable_fails_with_its_name(tmp_path: Path) -> None:
     export_upstream_params(_tiny(), tmp_path)
-    write_lod_tensor(tmp_path / "mask_lm_trans_fc.w_0", np.ones((32, 32), np.float32))
-    with pytest.raises(HmDataError, match=r"1 unexpected: mask_lm_trans_fc\.w_0") as error:
+    write_lod_tensor(tmp_path / "image_class_fc.w_0", np.ones((32, 1601), np.float32))
+    with pytest.raises(HmDataError, match=r"1 unexpected: image_class_fc\.w_0") as error:
         load_upstream_params(_tiny(), tmp_path)
     assert "ignore_params" in str(error.value)  # the way out is named
     # An explicit allow-list (params.ignore_params of the recipe) accepts it.
-    report = load_upstream_params(_tiny(), tmp_path, extra_ignored=[r"mask_lm_.*"])
-    assert report.ignored == ["mask_lm_trans_fc.w_0"]
+    report = load_upstream_params(_tiny(), tmp_path, extra_ignored=[r"image_class_.*"])
+    assert report.ignored == ["image_class_fc.w_0"]
+
+
+def test_ernies_own_pretraining_heads_are_reported_unused(tmp_path: Path) -> None:
+    # a released params/ that kept ERNIE's text pre-training heads (earlier ERNIE releases did)
+    export_upstream_params(_tiny(), tmp_path)
+    h = 32
+    heads = {
+        "mask_lm_trans_fc.w_0": (h, h),
+        "mask_lm_trans_fc.b_0": (h,),
+        "mask_lm_trans_layer_norm_scale": (h,),
+        "mask_lm_trans_layer_norm_bias": (h,),
+        "mask_lm_out_fc.b_0": (50,),
+        "next_sent_fc.w_0": (h, 2),
+        "next_sent_fc.b_0": (2,),
+        "pooled_fc.w_0": (h, h),
+        "pooled_fc.b_0": (h,),
+    }
+    for name, shape in heads.items():
+        write_lod_tensor(tmp_path / name, np.ones(shape, np.float32))
+    report = load_upstream_params(_tiny(), tmp_path)
+    assert sorted(report.unused_heads) == sorted(heads)
+    assert report.unexpected == [] and report.ignored == []
 
 
 def test_shape_mismatch_fails_with_name_and_shapes(tmp_path: Path) -> None:

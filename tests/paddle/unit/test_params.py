@@ -195,10 +195,27 @@ def test_full_size_random_params_load_strictly(tmp_path: Path, size: str) -> Non
     paddle.seed(1)
     written = export_upstream_params(ErnieVilForHatefulMemes(cfg), tmp_path)
     gc.collect()  # one full-size model in memory at a time
+    h, vocab = cfg.hidden_size, cfg.vocab_size
+    extras = {  # ERNIE's text pre-training heads, and a fine-tune output's optimiser state
+        "mask_lm_trans_fc.w_0": (h, h),
+        "mask_lm_trans_fc.b_0": (h,),
+        "mask_lm_trans_layer_norm_scale": (h,),
+        "mask_lm_trans_layer_norm_bias": (h,),
+        "mask_lm_out_fc.b_0": (vocab,),
+        "next_sent_fc.w_0": (h, 2),
+        "next_sent_fc.b_0": (2,),
+        "word_embedding_moment1_0": (vocab, h),
+        "word_embedding_moment2_0": (vocab, h),
+        "word_embedding_beta1_pow_acc_0": (1,),
+        "scheduled_learning_rate": (1,),
+    }
+    for name, shape in extras.items():
+        write_lod_tensor(tmp_path / name, np.zeros(shape, np.float32))
     paddle.seed(2)
     model = ErnieVilForHatefulMemes(cfg)
     report = load_upstream_params(model, tmp_path)
     assert sorted(report.loaded) == written
+    assert sorted(report.unused_heads + report.ignored) == sorted(extras)
     state = model.state_dict()
     for upstream, ours in (rename_table(cfg) | HEAD).items():
         np.testing.assert_array_equal(

@@ -196,6 +196,16 @@ def test_oscar_full_size_loads_strictly_2052_and_2054(tmp_path: Path, size: str)
         report = load_pretrained(model, path)
         assert report.ok and not [k for k, _ in report.allowed if not k.endswith("decoder.weight")]
         check_values(model, path, lambda k: k)
+        # vilio's task-pretrained LAST_BO.pth: its model's state dict, with the position_ids
+        # buffer its transformers copy saves
+        last = {**model.state_dict(), "bert.embeddings.position_ids": torch.arange(512)[None]}
+        torch.save(last, tmp_path / "LAST_BO.pth")
+        del model, last
+        gc.collect()
+        model = OscarForHatefulMemes(cfg.replace(pos_dim=6))
+        report = load_pretrained(model, tmp_path / "LAST_BO.pth")
+        assert "bert.embeddings.position_ids" in dict(report.allowed)
+        check_values(model, tmp_path / "LAST_BO.pth", lambda k: k)
 
 
 @pytest.mark.slow

@@ -199,6 +199,17 @@ class LxmertModel(nn.Module):
         return LxmertOutput(lang, visn, self.pooler(lang))
 
 
+def _encode(bert: LxmertModel, batch: Mapping[str, Tensor]) -> LxmertOutput:
+    return bert(
+        batch["input_ids"],
+        batch["text_mask"],
+        batch["img_feats"],
+        batch["img_pos"],
+        batch["img_mask"],
+        batch.get("token_type_ids"),
+    )
+
+
 class LxmertForHatefulMemes(nn.Module):
     """LXMERT + vilio's head (Linear(H,2H) → GeLU → LayerNorm → Linear(2H,2)) on the pooler."""
 
@@ -213,15 +224,7 @@ class LxmertForHatefulMemes(nn.Module):
         """Logits (Tensor[B, 2]) from a `hm_torch.regions` batch (`input_ids`, `text_mask`
         (Tensor[B, T]), `img_feats` (Tensor[B, N, 2048]), `img_pos` (Tensor[B, N, 4]), `img_mask`
         (Tensor[B, N]))."""
-        out = self.bert(
-            batch["input_ids"],
-            batch["text_mask"],
-            batch["img_feats"],
-            batch["img_pos"],
-            batch["img_mask"],
-            batch.get("token_type_ids"),
-        )
-        return self.classifier(out.pooled)
+        return self.classifier(_encode(self.bert, batch).pooled)
 
 
 class LxmertForPretraining(nn.Module):
@@ -237,14 +240,7 @@ class LxmertForPretraining(nn.Module):
 
     def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(word logits (Tensor[B, T, vocab]), matching logits (Tensor[B, 2]))."""
-        out = self.bert(
-            batch["input_ids"],
-            batch["text_mask"],
-            batch["img_feats"],
-            batch["img_pos"],
-            batch["img_mask"],
-            batch.get("token_type_ids"),
-        )
+        out = _encode(self.bert, batch)
         return self.cls(out.language, out.pooled)
 
 

@@ -111,11 +111,15 @@ def _family(letter: str) -> _Family | RegionFamily:
     return REGION_FAMILIES[letter] if letter in REGION_FAMILIES else FAMILIES[letter]
 
 
+def _family_param_names(letter: str) -> frozenset[str]:
+    return REGION_FAMILIES[letter].model_params if letter in REGION_FAMILIES else frozenset()
+
+
 def _split_family_params(
     letter: str, model_params: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the params only the model file reads, the shared `RegionModelParams` ones)."""
-    own = REGION_FAMILIES[letter].model_params if letter in REGION_FAMILIES else frozenset()
+    own = _family_param_names(letter)
     mine = {k: v for k, v in model_params.items() if k in own}
     return mine, {k: v for k, v in model_params.items() if k not in own}
 
@@ -208,7 +212,10 @@ def _build(
         if letter == "V":
             config = config.replace(head=params.head)
     else:
-        config = _config(letter, params, own, store, tokenizer.vocab_size)
+        try:  # a size the model was never released at, or layer ids that do not fit
+            config = _config(letter, params, own, store, tokenizer.vocab_size)
+        except ValueError as exc:
+            raise SpecError(f"stage {spec.stage}: model {letter}: {exc}") from exc
     if tokenizer.vocab_size > config.vocab_size:
         raise HmDataError(
             f"vocabulary has {tokenizer.vocab_size} tokens, the model's table "
@@ -253,7 +260,9 @@ def build_region_model(
 ) -> Callable[[StageSpec, dict[str, Any], Sequence[Meme]], ModelKit]:
     def build(spec: StageSpec, model_params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
         own, shared = _split_family_params(letter, model_params)
-        params = RegionModelParams.from_params(shared, f"stage {spec.stage}", own)
+        params = RegionModelParams.from_params(
+            shared, f"stage {spec.stage}", _family_param_names(letter)
+        )
         model, tokenizer, store = _build(spec, letter, params, own, [m.text for m in train], False)
         factory = _dataset_factory(spec, letter, params, tokenizer, store)
         return ModelKit(model=model, collate=collate_regions, dataset=factory)
@@ -315,7 +324,7 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
         }
         where = f"stage {spec.stage}"
         own, shared = _split_family_params(letter, model_params)
-        params = RegionModelParams.from_params(shared, where, own)
+        params = RegionModelParams.from_params(shared, where, _family_param_names(letter))
         try:  # upstream pre-training: 5 % warm-up, cosine, clip 1, drop_last
             config = TrainConfig(
                 **{

@@ -220,3 +220,13 @@ def test_x_pretrain_starts_from_a_released_lxmert_file(data_root: Path) -> None:
     result = _run(data_root, "pretrain", "pretrain-X-bad", inputs, bad)
     assert result.returncode == 3
     assert "bert.encoder.layer.2." in result.stderr and "unexpected" in result.stderr
+
+
+def test_a_size_the_model_was_not_released_at_is_a_spec_error(data_root: Path) -> None:
+    params = _train_params("X", size="large")
+    result = _run(data_root, "train", "train-X-large", TRAIN_INPUTS, params)
+    assert result.returncode == 2
+    assert "model X: LXMERT was released at BERT-base width only" in result.stderr
+    result = _run(data_root, "train", "train-D-bad", TRAIN_INPUTS, _train_params("D", box=1))
+    assert result.returncode == 2 and "unknown model param(s) ['box']" in result.stderr
+    assert "global_token" in result.stderr  # D's own params are listed among the valid ones

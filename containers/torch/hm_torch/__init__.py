@@ -1,1 +1,1 @@
-"""PyTorch models of the pipeline (B, U, O, V) and their shared training engine."""
+"""PyTorch models of the pipeline (B, U, O, V, X, D) and their shared training engine."""

@@ -1,4 +1,4 @@
-"""The one training engine of every torch model (B, U, O, V; pre-training too).
+"""The one training engine of every torch model (B, U, O, V, X, D; pre-training too).
 
 Model contract
     `model(batch: dict[str, Tensor]) -> Tensor[B, 2]` — logits of (not hateful, hateful).

@@ -1,11 +1,11 @@
-"""Prepared memes + a region-feature store → padded tensor batches for U, O and V.
+"""Prepared memes + a region-feature store → padded tensor batches for U, O, V, X and D.
 
 Box position encodings, from pixel boxes (x1, y1, x2, y2) and the image size W, H:
 
 | kind      | model                   | vector                                           |
 |-----------|-------------------------|--------------------------------------------------|
 | `uniter7` | U                       | x1/W, y1/H, x2/W, y2/H, w, h, w·h (w=(x2−x1)/W)  |
-| `xyxy4`   | O (vilio, 2052 wide)    | x1/W, y1/H, x2/W, y2/H                           |
+| `xyxy4`   | O (vilio, 2052), X, D   | x1/W, y1/H, x2/W, y2/H                           |
 | `xyxywh6` | O (released 2054 layer) | x1/W, y1/H, x2/W, y2/H, w, h                     |
 | `none`    | V                       | nothing: VisualBERT uses no box geometry         |
 """

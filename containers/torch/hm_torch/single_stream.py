@@ -49,7 +49,8 @@ Size = Literal["tiny", "base", "large"]
 
 @dataclass(frozen=True)
 class RegionModelParams:
-    """Model params of a U/O/V stage (recipe `[models.X.params]` minus the engine's)."""
+    """Model params of a region-model stage (recipe params minus the engine's and the ones
+    the model file reads itself, `RegionFamily.model_params`)."""
 
     size: Size = "large"
     # "" means None: a TOML smoke table cannot unset a key of the full-profile params

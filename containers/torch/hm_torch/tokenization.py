@@ -1,4 +1,4 @@
-"""Word-piece tokenisation for U, O and V with HF `tokenizers`.
+"""Word-piece tokenisation for U, O, V, X and D with HF `tokenizers`.
 
 Full profile: the BERT vocabulary file named by the recipe (bert-large-cased for U, uncased for
 O and V) under `data/weights`. Smoke profile: a small word-piece vocabulary built from the

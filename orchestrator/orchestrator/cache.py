@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hm_shared.errors import HmDataError
 from hm_shared.io import atomic_write_json, sha256_file, sha256_json
 from orchestrator.errors import RecipeError
 from orchestrator.stages import InputRef, StageDef
@@ -101,7 +103,18 @@ class HashCache:
                 self._entries = {}  # a torn cache only costs re-hashing
 
     def file_hash(self, path: Path) -> str:
-        st = path.stat()
+        try:
+            st = path.stat()
+        except OSError as exc:  # a dangling link, a file that vanished, no permission
+            raise HmDataError(
+                f"cannot read it ({exc.strerror}); expected a readable file", path
+            ) from None
+        if not stat.S_ISREG(st.st_mode):  # reading a FIFO would block forever
+            raise HmDataError(
+                "not a regular file (a FIFO, socket or device); expected only files and "
+                "folders here: remove it",
+                path,
+            )
         stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
         rel = path.relative_to(self.root).as_posix()
         entry = self._entries.get(rel)

@@ -170,3 +170,38 @@ def test_weight_directories_count_as_present_only_with_files(tmp_path: Path) -> 
     output = missing()
     assert "ernie-vil-base/params" not in output and "ernie-vil-base-vcr/params" in output
     assert "ernie-vil-base/vocab.txt" in output  # the tokenizer's vocabulary is checked too
+
+
+def _dataset(tmp_path: Path) -> Path:
+    from hm_shared.synthetic import generate
+
+    data = tmp_path / "data"
+    sizes = {"train": 8, "dev_seen": 4, "dev_unseen": 2, "test_seen": 2, "test_unseen": 2}
+    generate(data / "hm", seed=1, sizes=sizes)
+    return data
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling link"])
+def test_a_fifo_or_dangling_link_in_the_dataset_is_named_not_hung_on(
+    tmp_path: Path, kind: str
+) -> None:
+    import os
+
+    data = _dataset(tmp_path)
+    odd = data / "hm" / "img" / "99999.png"
+    if kind == "fifo":
+        os.mkfifo(odd)  # reading it would block forever
+    else:
+        odd.symlink_to(tmp_path / "gone.png")
+    args = ["--models", "B", "--topk", "4", "--profile", "smoke", "--data", str(data)]
+    for verb in ("plan", "run"):
+        done = subprocess.run(
+            [ORCHESTRATOR, verb, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 3, (verb, done.stderr)
+        assert str(odd) in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (data / "work" / "runs").exists()

@@ -23,6 +23,10 @@ from hm_shared.io import atomic_write_text
 SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
 LABELLED_SPLITS = ("train", "dev_seen", "dev_unseen")  # the test files may lack `label`
 IMG_DIR = "img"
+# Longest meme text accepted, in characters. A caption is a sentence or two (the longest in the
+# public splits is a few hundred characters); a text this long is a broken export, and one of
+# 54 MB made every B stage 3–9× slower before this limit existed.
+MAX_TEXT_CHARS = 10_000
 _REQUIRED = ("id", "img", "text")
 
 
@@ -170,6 +174,13 @@ def read_split(
             raise HmDataError(
                 f"field text must be a string, got {type(obj['text']).__name__}", path, number
             )
+        if len(obj["text"]) > MAX_TEXT_CHARS:
+            raise HmDataError(
+                f"meme {meme_id}: text of {len(obj['text']):,} characters; expected at most "
+                f"{MAX_TEXT_CHARS:,} (a meme caption): check how this file was exported",
+                path,
+                number,
+            )
         label = _label(obj, path, number, require_label)
         if meme_id in first_line:
             raise HmDataError(
@@ -259,6 +270,7 @@ def write_prepared(path: Path, memes: Sequence[Meme]) -> None:
 
 __all__ = [
     "LABELLED_SPLITS",
+    "MAX_TEXT_CHARS",
     "SPLITS",
     "Meme",
     "load_dataset",

@@ -135,6 +135,23 @@ def test_bad_rows_name_file_and_line(make_hm, line2: str, expected: str) -> None
     assert expected in _train_line_error(make_hm, line2)
 
 
+def test_a_text_beyond_the_limit_is_refused_naming_the_meme(make_hm) -> None:
+    from hm_shared.dataset import MAX_TEXT_CHARS
+
+    at_limit = json.dumps(
+        {"id": "00002", "img": "img/00002.png", "text": "a" * MAX_TEXT_CHARS, "label": 0}
+    )
+    rows = make_hm.default_rows()["train"]
+    rows[1] = at_limit
+    root = make_hm({"train": rows})
+    memes = read_split(root / "train.jsonl", root, check_images=False, require_label=True)
+    assert len(memes[1].text) == MAX_TEXT_CHARS  # the limit itself is accepted
+    over = at_limit.replace('"a', '"ab', 1)
+    message = _train_line_error(make_hm, over, check_images=False)
+    assert "train.jsonl:2" in message
+    assert f"meme 00002: text of {MAX_TEXT_CHARS + 1:,} characters; expected at most" in message
+
+
 def test_missing_image_names_file_line_and_image(make_hm) -> None:
     message = _train_line_error(make_hm, make_hm.row("00099", 0), skip_images={"00099"})
     assert re.search(r"image .*img/00099\.png not found", message)

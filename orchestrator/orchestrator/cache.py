@@ -87,6 +87,20 @@ def output_hash(directory: Path) -> str:
     return sha256_json(entries)
 
 
+def _refuse_loop(folder: Path, top: Path, idents: dict[str, tuple[int, int]]) -> None:
+    """A followed link that leads back to one of its own ancestors would be walked forever."""
+    st = folder.stat()
+    ident = (st.st_dev, st.st_ino)
+    idents[str(folder)] = ident
+    for parent in folder.relative_to(top).parents:
+        if idents.get(str(top / parent)) == ident:
+            raise HmDataError(
+                f"a link loop: this folder is its own ancestor {top / parent}; expected "
+                "links under the dataset to lead outside it or to other folders",
+                folder,
+            )
+
+
 class HashCache:
     """Content hashes of external files (dataset, weights), reused while (size, mtime, inode)
     are unchanged; stored in state/hashes.json."""
@@ -132,7 +146,10 @@ class HashCache:
         if not path.is_dir():
             return MISSING
         entries = []
-        for dirpath, dirnames, filenames in os.walk(path):
+        idents: dict[str, tuple[int, int]] = {}
+        # followlinks: a dataset whose img/ is a link to another disk is hashed by its images
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+            _refuse_loop(Path(dirpath), path, idents)
             dirnames.sort()
             for name in sorted(filenames):
                 file = Path(dirpath) / name

@@ -36,6 +36,7 @@ Say = Callable[[str], None]
 CHUNK = 1 << 20
 ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
 DOWNLOADS = ".downloads"  # under data/weights: archives while their members are extracted
+_EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
 def present(path: Path) -> bool:
@@ -48,6 +49,15 @@ class FetchResult:
     fetched: list[Path] = field(default_factory=list)
     already_present: list[Path] = field(default_factory=list)
     by_hand: list[Weight] = field(default_factory=list)  # manual sources, still missing
+
+
+def _clear_part(part: Path) -> None:
+    """Remove a stale `.part` file or folder; a link is removed itself, never followed (a
+    planted `x.part -> /elsewhere` must not make us write outside data/weights)."""
+    if part.is_symlink() or part.is_file():
+        part.unlink()
+    elif part.is_dir():
+        shutil.rmtree(part)
 
 
 def download(
@@ -65,10 +75,12 @@ def download(
         console=Console(stderr=True),
         transient=True,
     )  # drawn only on a terminal: rich disables it for pipes and CI logs
+    _clear_part(part)
     try:
         with (
             urllib.request.urlopen(url, timeout=timeout) as response,
-            open(part, "wb") as out,
+            # O_EXCL | O_NOFOLLOW: a link created at `part` after the clear is refused too
+            os.fdopen(os.open(part, _EXCLUSIVE, 0o666), "wb") as out,
             bar,
         ):
             expected = response.headers.get("Content-Length")
@@ -198,7 +210,8 @@ def extract_member(archive_path: Path, member: str, target: Path) -> None:
         if not files:
             raise HmDataError(f"archive member {root} holds no files", archive_path)
         part = target.with_name(target.name + ".part")
-        shutil.rmtree(part, ignore_errors=True)
+        _clear_part(part)
+        part.mkdir(parents=True)  # fresh: nothing below it is a link
         for entry in files:
             dest = part / _safe_relative(entry.path, root, archive_path)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +229,8 @@ def fetch_weights(
     result = FetchResult()
     archives: dict[str, Path] = {}
     cache = weights_dir / DOWNLOADS
+    if cache.is_symlink():  # ours to make: never follow one planted there
+        cache.unlink()
     for weight in weights:
         target = weights_dir / weight.file
         if present(target):

@@ -384,3 +384,30 @@ def test_sha256_pins_are_hex_prefixes(tmp_path: Path) -> None:
     for bad in ("f82b", "F82BA261", "xyz12345"):
         with pytest.raises(ValidationError):
             Weight(file="r.pth", source="https://x.org/r.pth", sha256=bad)
+
+
+def test_planted_part_links_are_removed_not_followed(server: Server, tmp_path: Path) -> None:
+    # someone with write access to data/weights plants `<file>.part` and `<dir>.part` links
+    # pointing outside it: the fetch must not write through them
+    (server.root / "uniter-large.pt").write_bytes(b"weights" * 100)
+    (server.root / "vocab.txt").write_text("[PAD]\n")
+    ernie_tarball(server.root / "model-ernie.tar.gz")
+    recipe, data = recipes(tmp_path, server.url), data_dir(tmp_path)
+    outside_file = tmp_path / "outside.txt"
+    outside_file.write_text("keep me")
+    outside_dir = tmp_path / "outside"
+    outside_dir.mkdir()
+    (outside_dir / "mine").write_text("keep me too")
+    weights = data / "weights"
+    (weights / "uniter-large.pt.part").symlink_to(outside_file)
+    (weights / "ernie-vil-base").mkdir()
+    (weights / "ernie-vil-base" / "params.part").symlink_to(outside_dir, target_is_directory=True)
+    (weights / ".downloads").symlink_to(outside_dir, target_is_directory=True)
+
+    done = fetch(recipe, data)
+    assert done.returncode == 0, done.stderr
+    assert outside_file.read_text() == "keep me"
+    assert sorted(p.name for p in outside_dir.iterdir()) == ["mine"]
+    assert (weights / "uniter-large.pt").read_bytes() == b"weights" * 100
+    assert {p.name for p in (weights / "ernie-vil-base" / "params").iterdir()} == set(PARAMS)
+    assert not any(p.is_symlink() for p in weights.rglob("*"))

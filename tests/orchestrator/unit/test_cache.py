@@ -153,3 +153,26 @@ def test_a_weight_directory_is_hashed_by_its_files(tmp_path: Path) -> None:
     assert filled != empty and filled != cache.input_hash(InputRef("weights", files=("x",)))
     (params / "encoder_layer_0_w").write_bytes(b"w1")
     assert cache.input_hash(ref) not in (empty, filled)
+
+
+def test_a_symlinked_image_folder_is_hashed_by_its_images(tmp_path: Path) -> None:
+    # data/hm/img -> a folder on another disk: changing an image there must change the key
+    elsewhere = tmp_path / "disk2" / "img"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "1.png").write_bytes(b"png")
+    (tmp_path / "hm").mkdir()
+    (tmp_path / "hm" / "train.jsonl").write_text("one\n")
+    (tmp_path / "hm" / "img").symlink_to(elsewhere, target_is_directory=True)
+    first = HashCache(tmp_path, tmp_path / "hashes.json").input_hash(InputRef("hm"))
+    (elsewhere / "1.png").write_bytes(b"another png")
+    assert HashCache(tmp_path, tmp_path / "hashes.json").input_hash(InputRef("hm")) != first
+
+
+def test_a_link_loop_in_the_dataset_is_named(tmp_path: Path) -> None:
+    from hm_shared.errors import HmDataError
+
+    (tmp_path / "hm" / "img").mkdir(parents=True)
+    (tmp_path / "hm" / "img" / "1.png").write_bytes(b"png")
+    (tmp_path / "hm" / "img" / "again").symlink_to(tmp_path / "hm", target_is_directory=True)
+    with pytest.raises(HmDataError, match=r"img/again: a link loop"):
+        HashCache(tmp_path, tmp_path / "hashes.json").input_hash(InputRef("hm"))

@@ -9,6 +9,7 @@ new starts after the first failure (running stages finish and are promoted).
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import threading
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hm_shared.spec import StageSpec
@@ -38,6 +40,38 @@ from orchestrator.stages import StageDef
 OnError = Literal["fail", "keep-going"]
 TERMINATE_GRACE_S = 10.0
 LOG_TAIL_LINES = 12
+# Faults of the machine that a stage's own traceback may bury under later errors.
+_OS_FAULTS = re.compile(
+    r"No space left on device|Disk quota exceeded|Read-only file system|Permission denied"
+)
+# Exit codes shells and container engines give a process killed by a signal (128 + n).
+_KILLERS = (signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
+_SIGNAL_EXITS = {128 + s.value: s for s in (*_KILLERS, signal.SIGINT)}
+
+
+def describe_exit(code: int | None) -> str:
+    """`exit 3`, or `killed by SIGKILL` for a signal death (a negative subprocess code, or 128 + n
+    from a shell or container engine)."""
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code in _SIGNAL_EXITS:
+        return f"killed by {_SIGNAL_EXITS[code].name} (exit {code})"
+    return f"exit {code}"
+
+
+def failure_summary(stage_id: str, code: int | None, log: Path, lines: list[str]) -> str:
+    """The failure a user reads: how it ended, the log, the last machine fault (no space,
+    read-only, no permission) wherever it is in the log, then the log's last lines."""
+    head = f"stage {stage_id} failed ({describe_exit(code)}); log: {log}"
+    faults = [line.strip() for line in lines if _OS_FAULTS.search(line)]
+    cause = [f"  cause: {faults[-1]}"] if faults else []
+    tail = [f"    {line}" for line in lines[-LOG_TAIL_LINES:]]
+    return "\n".join([head, *cause, *tail])
 
 
 class Events(Protocol):
@@ -217,14 +251,15 @@ class Executor:
             self.events.finished(stage, "done", f"{record.seconds:.1f} s")
             return True
         self.outcome.failed[stage.id] = self._failure_message(stage, record)
-        self.events.finished(stage, "failed", f"exit {code}, log {self.data.root / record.log}")
+        self.events.finished(
+            stage, "failed", f"{describe_exit(code)}, log {self.data.root / record.log}"
+        )
         return False
 
     def _failure_message(self, stage: StageDef, record: Record) -> str:
         log = self.data.root / record.log
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:]
-        indented = "\n".join(f"    {line}" for line in tail)
-        return f"stage {stage.id} failed (exit {record.exit_code}); log: {log}\n{indented}"
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        return failure_summary(stage.id, record.exit_code, log, lines)
 
     def _cached(self, stage: StageDef, record: Record) -> None:
         self.output_hashes[stage.id] = record.output_hash or ""

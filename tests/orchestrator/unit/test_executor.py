@@ -105,6 +105,31 @@ def test_failure_skips_dependents_and_names_the_log(data: DataDir, runtime: Scri
     assert read_record(data, "d") is None
 
 
+def test_a_machine_fault_is_shown_as_the_cause(data: DataDir, runtime: ScriptRuntime) -> None:
+    with pytest.raises(StageFailed) as info:
+        _execute(data, runtime, diamond({"b": {"disk_full": True}}), on_error="keep-going")
+    message = str(info.value)
+    # the ENOSPC line is 20 lines above the end of the log, out of the shown tail
+    assert "stage b failed (exit 1); log: " in message
+    assert "  cause: OSError: [Errno 28] No space left on device: '/data/work/x'" in message
+
+
+def test_a_signal_death_is_named(data: DataDir, runtime: ScriptRuntime) -> None:
+    with pytest.raises(StageFailed) as info:
+        _execute(data, runtime, diamond({"b": {"kill_self": True}}), on_error="keep-going")
+    assert "stage b failed (killed by SIGKILL); log: " in str(info.value)
+
+
+def test_exit_descriptions() -> None:
+    from orchestrator.executor import describe_exit
+
+    assert describe_exit(3) == "exit 3"
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(-15) == "killed by SIGTERM"
+    assert describe_exit(137) == "killed by SIGKILL (exit 137)"  # docker / a shell
+    assert describe_exit(None) == "no exit code"
+
+
 def test_fail_policy_starts_nothing_new(data: DataDir, runtime: ScriptRuntime) -> None:
     stages = diamond({"b": {"fail": True}})
     with pytest.raises(StageFailed, match="not started: a stage failed"):

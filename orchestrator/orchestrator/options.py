@@ -19,7 +19,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def data_option(fn: F) -> F:
     return click.option(
         "--data",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
         default=REPO / "data",
         show_default="<repo>/data",
         envvar="HM_DATA",
@@ -44,7 +44,8 @@ def profile_option(fn: F) -> F:
 def venvs_option(fn: F) -> F:
     return click.option(
         "--venvs",
-        type=click.Path(file_okay=False, path_type=Path),
+        # Resolved: the local runtime starts stages in their own working directory.
+        type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
         default=None,
         show_default="<repo>/.venvs",
         envvar="HM_VENVS",

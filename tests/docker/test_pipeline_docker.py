@@ -95,7 +95,8 @@ def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) ->
     assert done.returncode == 0, output(done)
 
     # The same work has the same cache key under both runtimes (data_root is not hashed), every
-    # containerised stage recorded the image it ran in, and the features are bit-identical.
+    # containerised stage recorded the image it ran in, and the features and X's pre-trained
+    # weights are bit-identical.
     mine, theirs = records(local), records(docker)
     assert mine.keys() == theirs.keys()
     for slug, record in theirs.items():
@@ -104,7 +105,7 @@ def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) ->
         if record["kind"] in ("extract", "pretrain", "train"):
             env = record["key_parts"]["env"]
             assert (record["runtime"], record["image"]) == ("docker", images.image_id(env)), slug
-        if record["kind"] in ("prepare", "extract"):
+        if record["kind"] in ("prepare", "extract", "pretrain"):
             assert record["output_hash"] == mine[slug]["output_hash"], slug
     assert any(r["kind"] == "extract" for r in theirs.values())  # U read region features
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +18,12 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from hm_shared.errors import HmDataError
+from hm_shared.io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from hm_torch.models.oscar import OscarConfig
@@ -274,17 +275,28 @@ NATIVE_MARK = "hm_torch"
 
 def save_native(model: nn.Module, path: Path, config: dict[str, object]) -> None:
     """Our checkpoint format: safetensors with the model class and its config as metadata;
-    written to a temp file and renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    written atomically, byte-identical for identical weights (a consumer's cache key holds the
+    file's hash)."""
     metadata = {"format": NATIVE_MARK, "model": type(model).__name__, "config": json.dumps(config)}
     tied = _tied_keys(model)  # a tied weight is stored once, under its first name
     state = {
         k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied
     }
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, sorted_metadata(safetensors_bytes(state, metadata=metadata)))
+
+
+def sorted_metadata(blob: bytes) -> bytes:
+    """A safetensors file with its metadata entries in name order. The library writes them in
+    its hash map's order, which changes from save to save: the same weights gave other bytes."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads its header to 8 bytes with spaces
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def native_metadata(path: Path) -> dict[str, str]:

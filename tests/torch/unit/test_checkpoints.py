@@ -5,11 +5,13 @@ failure paths (renamed, missing, mis-shaped keys, bad files)."""
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.testing import assert_close
 
@@ -18,6 +20,7 @@ from hm_torch.checkpoints import (
     apply_state_dict,
     is_native,
     load_pretrained,
+    native_metadata,
     read_state_dict,
     save_native,
     uniter_format,
@@ -357,3 +360,26 @@ def test_native_pretraining_output_feeds_fine_tuning(tmp_path: Path) -> None:
         assert_close(fine.bert.state_dict()[key], value)
     allowed = {k for k, _ in report.allowed}
     assert "classifier.0.weight" in allowed and "cls.seq_relationship.weight" in allowed
+
+
+def test_native_file_is_byte_identical_for_the_same_weights(tmp_path: Path) -> None:
+    # A pre-training output's hash is its consumers' cache key: the docker and local runtimes
+    # (and any rerun) must write the same bytes. safetensors writes its metadata in hash-map
+    # order, which changes from one save to the next.
+    cfg = OscarConfig.tiny()
+    model = OscarForPretraining(cfg)
+    blobs = set()
+    for i in range(8):
+        path = tmp_path / f"model{i}.safetensors"
+        save_native(model, path, cfg.to_dict())
+        blobs.add(path.read_bytes())
+    assert len(blobs) == 1
+    assert native_metadata(path) == {
+        "config": json.dumps(cfg.to_dict()),
+        "format": "hm_torch",
+        "model": "OscarForPretraining",
+    }
+    assert_close(
+        load_file(str(path))["bert.embeddings.word_embeddings.weight"],
+        model.state_dict()["bert.embeddings.word_embeddings.weight"],
+    )

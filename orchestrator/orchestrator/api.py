@@ -75,9 +75,9 @@ class RunResult:
 @dataclass(frozen=True)
 class StageStatus:
     stage: StageDef
-    state: str  # done | failed | incomplete | missing
+    state: str  # done | changed | failed | incomplete | missing
     output: Path
-    output_exists: bool
+    problem: str | None  # what is wrong with the output on disk (cache.output_problem)
     record: Record | None
 
 
@@ -140,14 +140,14 @@ def make_plan(settings: Settings, selection: Selection) -> PlanResult:
     models, stages = select_stages(settings, selection)
     hashes = fingerprints(settings, data, stages)
     records = {s.id: read_record(data, s.slug) for s in stages}
-    present = {s.id for s in stages if (data.root / s.output).is_dir()}
+    problems = cache.output_problems(data.root, stages, records)
     missing = missing_weights(data, stages) if selection.profile == "full" else []
     changed = changed_weights(data, stages) if selection.profile == "full" else []
     return PlanResult(
         data,
         models,
         stages,
-        plan(stages, records, hashes, present),
+        plan(stages, records, hashes, problems),
         hashes,
         missing,
         data.has_dataset(),
@@ -219,8 +219,8 @@ def run(
         generated = ensure_dataset(data, lambda m: console.print(m, highlight=False))
         hashes = fingerprints(settings, data, stages)
         records = {s.id: read_record(data, s.slug) for s in stages}
-        present = {s.id for s in stages if (data.root / s.output).is_dir()}
-        planned = plan(stages, records, hashes, present)
+        problems = cache.output_problems(data.root, stages, records)
+        planned = plan(stages, records, hashes, problems)
         with RunProgress(len(planned), console) as progress:
             executor = Executor(
                 data,
@@ -239,15 +239,21 @@ def run(
 
 
 def status(settings: Settings, selection: Selection) -> list[StageStatus]:
+    """Each stage's state; a done stage whose output no longer matches its record is
+    "changed" (the next run rebuilds it)."""
     data = DataDir(settings.data)
     _, stages = select_stages(settings, selection)
+    records = {s.id: read_record(data, s.slug) for s in stages}
+    problems = cache.output_problems(data.root, stages, records)
     states = {"done": "done", "failed": "failed", "running": "incomplete"}
     result = []
     for stage in stages:
-        record = read_record(data, stage.slug)
-        output = data.root / stage.output
+        record = records[stage.id]
         state = states[record.status] if record else "missing"
-        result.append(StageStatus(stage, state, output, output.is_dir(), record))
+        if state == "done" and stage.id in problems:
+            state = "changed"
+        output = data.root / stage.output
+        result.append(StageStatus(stage, state, output, problems.get(stage.id), record))
     return result
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from hm_shared.errors import HmDataError
 from hm_shared.io import atomic_write_json, sha256_file, sha256_json
 from orchestrator.errors import RecipeError
+from orchestrator.records import Record
 from orchestrator.stages import InputRef, StageDef
 
 MISSING = "missing"  # the hash of an external input that does not exist
@@ -75,16 +76,62 @@ def code_version(repo: Path, env: str) -> str:
     return sha256_json(entries)
 
 
+def _output_files(directory: Path) -> list[Path]:
+    """The files of a promoted output that count: temp files and spec.json left out (the spec
+    holds absolute paths that differ between runtimes)."""
+    return [
+        p
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != SPEC_FILE and not p.name.endswith(".tmp")
+    ]
+
+
 def output_hash(directory: Path) -> str:
-    """Content hash of a promoted output: relative paths + file hashes, temp files and spec.json
-    excluded (the spec holds absolute paths that differ between runtimes)."""
-    entries = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        rel = path.relative_to(directory).as_posix()
-        if rel == SPEC_FILE or path.name.endswith(".tmp"):
-            continue
-        entries.append((rel, sha256_file(path)))
+    """Content hash of a promoted output: relative paths + file hashes."""
+    entries = [
+        (p.relative_to(directory).as_posix(), sha256_file(p)) for p in _output_files(directory)
+    ]
     return sha256_json(entries)
+
+
+def output_files(directory: Path) -> dict[str, int]:
+    """Name → size of each file of an output: what its record keeps to notice, by stat alone,
+    a file deleted, truncated, replaced by one of another size or added."""
+    return {p.relative_to(directory).as_posix(): p.stat().st_size for p in _output_files(directory)}
+
+
+def output_problem(directory: Path, recorded: Mapping[str, int] | None) -> str | None:
+    """Why a done stage's output is not what its record says (None: it is). A record from
+    before file lists were kept (`recorded` None) can only check that the folder exists."""
+    if not directory.is_dir():
+        return "output missing"
+    if recorded is None:
+        return None
+    found = output_files(directory)
+    changes = [f"{name} missing" for name in sorted(set(recorded) - set(found))]
+    changes += [
+        f"{name} {recorded[name]}→{found[name]} bytes"
+        for name in sorted(set(recorded) & set(found))
+        if recorded[name] != found[name]
+    ]
+    changes += [f"{name} added" for name in sorted(set(found) - set(recorded))]
+    if not changes:
+        return None
+    more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
+    return "output changed: " + ", ".join(changes[:3]) + more
+
+
+def output_problems(
+    root: Path, stages: list[StageDef], records: Mapping[str, Record | None]
+) -> dict[str, str]:
+    """Stage id → what is wrong with its output on disk, for the stages where something is."""
+    problems = {}
+    for stage in stages:
+        record = records.get(stage.id)
+        problem = output_problem(root / stage.output, record.output_files if record else None)
+        if problem:
+            problems[stage.id] = problem
+    return problems
 
 
 def _refuse_loop(folder: Path, top: Path, idents: dict[str, tuple[int, int]]) -> None:

@@ -17,7 +17,9 @@ from orchestrator.stages import Profile
 def status_command(
     recipes: Path, models: str, topk: int | None, profile: Profile, data: Path
 ) -> None:
-    """Show each stage's state (done, failed, incomplete, missing), its output and the final files.
+    """Show each stage's state (done, changed, failed, incomplete, missing), its output and the
+    final files. "changed": done, but its output was deleted or altered since (the next run
+    rebuilds it).
 
     Example:
 
@@ -34,8 +36,9 @@ def status_command(
             detail = f"{row.record.seconds:.1f} s, ended {row.record.ended}"
         elif row.record is not None and row.state in ("failed", "incomplete"):
             detail = f"log {data / row.record.log}"
-        exists = "" if row.output_exists else " (absent)"
-        line = f"{row.stage.id:<{width}}  {row.state:<10}  {row.stage.output}{exists}  {detail}"
+        elif row.state == "changed":
+            detail = f"{row.problem}; `orchestrator run` rebuilds it"
+        line = f"{row.stage.id:<{width}}  {row.state:<10}  {row.stage.output}  {detail}"
         click.echo(line.rstrip())
     root = Path(data)
     fin = sorted((root / "work" / "ensemble").glob("FIN_*.csv"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from hm_shared.spec import StageSpec
-from orchestrator.cache import key_parts, stage_key
+from orchestrator.cache import key_parts, output_problems, stage_key
 from orchestrator.datadir import DataDir
 from orchestrator.errors import Interrupted, StageFailed
 from orchestrator.plan import Fingerprints, PlannedStage, decide
@@ -222,7 +222,8 @@ class Executor:
         status = "failed"
         if code == 0:
             try:
-                record.output_hash = promote(attempt, self.data.root / stage.output)  # 4.
+                promoted = promote(attempt, self.data.root / stage.output)  # 4.
+                record.output_hash, record.output_files = promoted
                 status = "done"
             except OSError as exc:
                 with open(self.data.root / record.log, "a", encoding="utf-8") as handle:
@@ -315,8 +316,8 @@ class Executor:
                     else:
                         parts = self._parts(stage)
                         record = read_record(self.data, stage.slug)
-                        present = (self.data.root / stage.output).is_dir()
-                        action, _ = decide(record, parts, present)
+                        problems = output_problems(self.data.root, [stage], {sid: record})
+                        action, _ = decide(record, parts, problems.get(sid))
                         if action == "cached" and record is not None:
                             self._cached(stage, record)
                         elif len(self.running) >= self.jobs or self._waits_for_gpu(stage):

@@ -66,12 +66,14 @@ def _params_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
 def decide(
     record: Record | None,
     parts: Mapping[str, Any],
-    output_present: bool,
+    output_problem: str | None,
     pending: Set[str] = frozenset(),
 ) -> tuple[Action, str]:
     """Whether a stage with these key parts runs, and the reason (first difference found).
 
-    `pending` names inputs whose producer runs first; their hash in `parts` is provisional.
+    `output_problem` says what is wrong with the output on disk ("output missing", "output
+    changed: …"; None when it matches its record). `pending` names inputs whose producer runs
+    first; their hash in `parts` is provisional.
     """
     if record is None:
         return "run", "no record"
@@ -106,8 +108,8 @@ def decide(
         return "run", f"input {', '.join(sorted(pending))} will be rebuilt"
     if record.key != stage_key(parts):
         return "run", "key changed"  # parts equal but key format differs: an older orchestrator
-    if not output_present:
-        return "run", "output missing"
+    if output_problem:
+        return "run", output_problem
     return "cached", "cached"
 
 
@@ -115,12 +117,12 @@ def plan(
     stages: list[StageDef],
     records: Mapping[str, Record | None],
     hashes: Fingerprints,
-    present: Set[str],
+    output_problems: Mapping[str, str],
 ) -> list[PlannedStage]:
     """Plan `stages` (topologically ordered) given their records and the hashes on disk.
 
-    `records` maps stage id → its record (None: none); `present` holds the ids whose output
-    directory exists.
+    `records` maps stage id → its record (None: none); `output_problems` maps the ids whose
+    output on disk is not what their record lists to why (`cache.output_problems`).
     """
     planned: dict[str, PlannedStage] = {}
     for stage in stages:
@@ -136,6 +138,7 @@ def plan(
             if planned[ref.producer].action == "run":
                 pending.add(name)
         parts = key_parts(stage, input_hashes, hashes.env_locks, hashes.code)
-        action, reason = decide(records.get(stage.id), parts, stage.id in present, pending)
+        problem = output_problems.get(stage.id)
+        action, reason = decide(records.get(stage.id), parts, problem, pending)
         planned[stage.id] = PlannedStage(stage, action, reason, stage_key(parts))
     return list(planned.values())

@@ -12,20 +12,21 @@ import os
 import shutil
 from pathlib import Path
 
-from orchestrator.cache import output_hash
+from orchestrator.cache import output_files, output_hash
 
 ASIDE = "previous-output"
 
 
-def promote(attempt: Path, output: Path) -> str:
-    """Rename `attempt` onto `output` (same filesystem); return the output's content hash.
+def promote(attempt: Path, output: Path) -> tuple[str, dict[str, int]]:
+    """Rename `attempt` onto `output` (same filesystem); return the output's content hash and
+    its files' sizes (`cache.output_files`).
 
     Temp files (`*.tmp`) that a killed earlier attempt left behind are deleted first: an atomic
     write never finished them, so no consumer may see them."""
     for leftover in attempt.rglob("*.tmp"):
         if leftover.is_file():
             leftover.unlink()
-    digest = output_hash(attempt)
+    digest, files = output_hash(attempt), output_files(attempt)
     aside = attempt.parent / ASIDE
     if aside.exists():
         shutil.rmtree(aside)  # left behind by a promotion that was killed
@@ -34,7 +35,7 @@ def promote(attempt: Path, output: Path) -> str:
         os.replace(output, aside)
     os.replace(attempt, output)
     shutil.rmtree(aside, ignore_errors=True)
-    return digest
+    return digest, files
 
 
 def drop_stale_attempts(attempts: Path) -> None:

@@ -45,6 +45,7 @@ class Record(BaseModel):
     seconds: float | None = None
     exit_code: int | None = None
     output_hash: str | None = None
+    output_files: dict[str, int] | None = None  # name → size at promotion (cache.output_problem)
 
 
 def read_record(data: DataDir, slug: str) -> Record | None:

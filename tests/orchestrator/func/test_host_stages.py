@@ -15,6 +15,7 @@ from PIL import Image
 from rich.console import Console
 
 from orchestrator import api
+from orchestrator.cache import output_problems
 from orchestrator.datadir import DataDir
 from orchestrator.errors import StageFailed
 from orchestrator.executor import Executor
@@ -54,8 +55,7 @@ def _run_prepare(data: Path) -> tuple[list[str], list[str], dict[str, str]]:
     dd = DataDir(data)
     hashes = api.fingerprints(settings, dd, stages)
     records = {s.id: read_record(dd, s.slug) for s in stages}
-    present = {s.id for s in stages if (dd.root / s.output).is_dir()}
-    planned = plan(stages, records, hashes, present)
+    planned = plan(stages, records, hashes, output_problems(dd.root, stages, records))
     reasons = {p.stage.id: p.reason for p in planned}
     with RunProgress(len(planned), Console(file=open(os.devnull, "w"))) as progress:
         outcome = Executor(dd, api.runtime_resolver(settings), hashes, progress).execute(planned)

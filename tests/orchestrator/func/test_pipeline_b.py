@@ -222,3 +222,23 @@ def test_smoke_pipeline_kill_resume_and_noop(tmp_path: Path, venvs: Path) -> Non
         text=True,
     )
     assert "FIN_dev_seen.csv" in status.stdout and status.stdout.count(" done ") == 8
+
+    # 5. A file deleted inside a finished output: `status` says so, and exactly the stages whose
+    #    output changed rerun; they come out identical, so their consumers stay cached.
+    (data.root / "work/ensemble/FIN_test_unseen.csv").unlink()
+    (data.root / "work/prepared/train.jsonl").unlink()
+    status = subprocess.run(
+        [ORCHESTRATOR, "status", "--recipes", str(recipes), "--data", str(data.root)],
+        capture_output=True,
+        text=True,
+    )
+    assert status.stdout.count(" done ") == 6 and status.stdout.count(" changed ") == 2
+    assert "output changed: FIN_test_unseen.csv missing" in status.stdout
+    rows_before = len(read_trace(data.trace))
+    rerun = subprocess.run(rerun.args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "2 stage(s) ran, 6 cached" in rerun.stdout
+    ran = {r["stage"] for r in read_trace(data.trace)[rows_before:] if r["cached"] == "0"}
+    assert ran == {"prepare", "ensemble"}
+    assert read_predictions(data.root / "work/ensemble/FIN_test_unseen.csv").ids.size > 0
+    assert _consistent(data)["hashes"] == state["hashes"]

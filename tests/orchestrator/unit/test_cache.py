@@ -8,7 +8,9 @@ from orchestrator.cache import (
     HashCache,
     code_version,
     key_parts,
+    output_files,
     output_hash,
+    output_problem,
     stage_key,
 )
 from orchestrator.stages import InputRef, StageDef
@@ -139,6 +141,32 @@ def test_output_hash_ignores_spec_and_temp_files(tmp_path: Path) -> None:
     assert output_hash(tmp_path) == before
     os.remove(tmp_path / "predictions" / "dev_seen.csv")
     assert output_hash(tmp_path) != before
+
+
+def test_output_problem_sees_files_deleted_resized_or_added(tmp_path: Path) -> None:
+    out = tmp_path / "ensemble"
+    (out / "sub").mkdir(parents=True)
+    (out / "FIN_dev_seen.csv").write_text("id,proba,label\n")
+    (out / "sub" / "w.csv").write_text("x")
+    (out / "spec.json").write_text("{}")  # the orchestrator's, not checked
+    recorded = output_files(out)
+    assert recorded == {"FIN_dev_seen.csv": 15, "sub/w.csv": 1}
+    assert output_problem(out, recorded) is None
+    (out / "spec.json").unlink()
+    (out / "x.csv.tmp").write_text("killed write")
+    assert output_problem(out, recorded) is None
+    (out / "FIN_dev_seen.csv").write_text("id,proba\n")
+    (out / "sub" / "w.csv").unlink()
+    (out / "extra.txt").write_text("")
+    assert output_problem(out, recorded) == (
+        "output changed: sub/w.csv missing, FIN_dev_seen.csv 15→9 bytes, extra.txt added"
+    )
+    for i in range(3):
+        (out / f"more{i}").write_text("")
+    assert output_problem(out, recorded).endswith("extra.txt added (+3 more)")
+    # a record from before file lists: the folder's presence is all it can check
+    assert output_problem(out, None) is None
+    assert output_problem(tmp_path / "absent", recorded) == "output missing"
 
 
 def test_a_weight_directory_is_hashed_by_its_files(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from orch_helpers import HASHES, ScriptRuntime, diamond
 
+from orchestrator.cache import output_problems
 from orchestrator.datadir import DataDir
 from orchestrator.errors import Interrupted, StageFailed
 from orchestrator.executor import Executor
@@ -37,8 +38,7 @@ class Sink:
 
 def _execute(data: DataDir, runtime: ScriptRuntime, stages: list[StageDef], **kw):
     records = {s.id: read_record(data, s.slug) for s in stages}
-    present = {s.id for s in stages if (data.root / s.output).is_dir()}
-    planned = plan(stages, records, HASHES, present)
+    planned = plan(stages, records, HASHES, output_problems(data.root, stages, records))
     executor = Executor(data, lambda env: runtime, HASHES, Sink(), **kw)
     return executor, executor.execute(planned)
 
@@ -174,7 +174,7 @@ def test_interrupt_keeps_attempt_and_resume_finishes(data: DataDir, runtime: Scr
     assert (attempt / "starts.txt").read_text().count("\n") == 1
     assert not (data.root / "work/b").exists()
     records = {s.id: read_record(data, s.slug) for s in stages}
-    reasons = {p.stage.id: p.reason for p in plan(stages, records, HASHES, set())}
+    reasons = {p.stage.id: p.reason for p in plan(stages, records, HASHES, {})}
     assert reasons["b"] == "incomplete attempt"
 
 

@@ -54,9 +54,8 @@ def _all_done(stages: list[StageDef], hashes: Fingerprints = HASHES) -> dict[str
     return records
 
 
-def _reasons(stages, records, hashes=HASHES, present=None) -> dict[str, str]:
-    present = {s.id for s in stages} if present is None else present
-    return {p.stage.id: p.reason for p in plan(stages, records, hashes, present)}
+def _reasons(stages, records, hashes=HASHES, problems=None) -> dict[str, str]:
+    return {p.stage.id: p.reason for p in plan(stages, records, hashes, problems or {})}
 
 
 def test_no_record(stages) -> None:
@@ -66,7 +65,7 @@ def test_no_record(stages) -> None:
 
 
 def test_all_cached(stages) -> None:
-    planned = plan(stages, _all_done(stages), HASHES, {s.id for s in stages})
+    planned = plan(stages, _all_done(stages), HASHES, {})
     assert [p.action for p in planned] == ["cached"] * len(stages)
     assert {p.reason for p in planned} == {"cached"}
 
@@ -124,9 +123,17 @@ def test_incomplete_and_failed_attempts(stages) -> None:
     assert reasons["train/U/U50/train"] == "last attempt failed (exit 3)"
 
 
-def test_output_missing(stages) -> None:
-    present = {s.id for s in stages} - {"ensemble"}
-    assert _reasons(stages, _all_done(stages), present=present)["ensemble"] == "output missing"
+def test_output_missing_or_changed(stages) -> None:
+    records = _all_done(stages)
+    assert _reasons(stages, records, problems={"ensemble": "output missing"}) == {
+        **{s.id: "cached" for s in stages},
+        "ensemble": "output missing",
+        "report": "input ensemble will be rebuilt",
+    }
+    reasons = _reasons(stages, records, problems={"prepare": "output changed: train.jsonl missing"})
+    assert reasons["prepare"] == "output changed: train.jsonl missing"
+    # a consumer waits for the rebuilt output: cached at run time if it comes out identical
+    assert reasons["extract/vgattr3636"] == "input prepared will be rebuilt"
 
 
 def test_profile_change_is_a_params_change(tiny_recipes: Path, stages) -> None:
@@ -153,4 +160,4 @@ def test_decide_formats_floats_like_the_recipe() -> None:
         started="t",
     )
     new = {**old, "params": {"lr": 2e-5, "warmup": 3}}
-    assert decide(record, new, True) == ("run", "params changed: lr 1e-5→2e-5, +warmup=3")
+    assert decide(record, new, None) == ("run", "params changed: lr 1e-5→2e-5, +warmup=3")

@@ -26,10 +26,11 @@ def _setup(tmp_path: Path) -> tuple[Path, Path]:
     return attempt, output
 
 
-def test_promote_moves_attempt_and_returns_its_hash(tmp_path: Path) -> None:
+def test_promote_moves_attempt_and_returns_its_hash_and_files(tmp_path: Path) -> None:
     attempt, output = _setup(tmp_path)
+    (attempt / "spec.json").write_text("{}")  # the orchestrator's, not the stage's output
     expected = output_hash(attempt)
-    assert promote(attempt, output) == expected
+    assert promote(attempt, output) == (expected, {"a.txt": 3, "b.txt": 3})
     assert (output / "a.txt").read_text() == "new" and not attempt.exists()
     assert not (attempt.parent / ASIDE).exists()
 
@@ -70,7 +71,8 @@ def test_leftover_temp_files_are_not_promoted(tmp_path: Path) -> None:
     attempt, output = _setup(tmp_path)
     (attempt / "predictions").mkdir()
     (attempt / "predictions" / "dev_seen.csv.tmp").write_text("id,proba\n0829")  # killed write
-    digest = promote(attempt, output)
+    digest, files = promote(attempt, output)
+    assert files == {"a.txt": 3, "b.txt": 3}
     assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*")) == [
         "a.txt",
         "b.txt",

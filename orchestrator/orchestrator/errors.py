@@ -12,9 +12,20 @@ class LockedError(HmError):
 
 
 class StageFailed(HmError):
-    """One or more stages exited non-zero; the message names each stage and its log."""
+    """One or more stages exited non-zero; the message names each stage and its log.
+
+    Exits 1, or with the stages' own class when every failed stage exited with the same one:
+    3 (bad data: the dataset, a feature store, a checkpoint) or 2 (a bad spec, such as a recipe
+    param the environment does not accept)."""
 
     exit_code = 1
+    CARRIED = (2, 3)
+
+    def __init__(self, message: str, stage_codes: list[int | None] | None = None):
+        super().__init__(message)
+        codes = set(stage_codes or [])
+        if len(codes) == 1 and (code := codes.pop()) in self.CARRIED:
+            self.exit_code = code
 
 
 class Interrupted(HmError):

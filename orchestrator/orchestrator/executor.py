@@ -121,6 +121,7 @@ class Executor:
         self.on_error = on_error
         self.envs: dict[str, EnvInfo] = {}
         self.output_hashes: dict[str, str] = {}
+        self.failed_codes: dict[str, int] = {}  # stage id → its exit code (StageFailed's class)
         self.outcome = Outcome()
         self.running: dict[str, _Running] = {}
 
@@ -252,6 +253,7 @@ class Executor:
             self.events.finished(stage, "done", f"{record.seconds:.1f} s")
             return True
         self.outcome.failed[stage.id] = self._failure_message(stage, record)
+        self.failed_codes[stage.id] = code
         self.events.finished(
             stage, "failed", f"{describe_exit(code)}, log {self.data.root / record.log}"
         )
@@ -356,7 +358,7 @@ class Executor:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
         if self.outcome.failed:
-            raise StageFailed(self._failed_summary())
+            raise StageFailed(self._failed_summary(), list(self.failed_codes.values()))
         return self.outcome
 
     def _waits_for_gpu(self, stage: StageDef) -> bool:

@@ -155,7 +155,7 @@ def test_failed_container_names_the_stage_and_the_rerun_resumes(make_data, tmp_p
         str(data.root),
     ]
     done = orchestrator(args)
-    assert done.returncode == 1, output(done)  # StageFailed
+    assert done.returncode == 2, output(done)  # StageFailed, with the stage's class: a bad spec
     failed = [r for r in records(data.root).values() if r["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["stage"].startswith("train/B/B42/")
     stage, log = failed[0]["stage"], data.root / failed[0]["log"]

@@ -130,7 +130,7 @@ def test_cli_failure_exit_code_and_skipped_dependents(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # the stage's class: bad data
     assert "Error: stage prepare failed (exit 3); log: " in proc.stderr
     assert "test_seen.jsonl:1:" in proc.stderr
     assert "  train/B/B42/train (prepare did not complete)" in proc.stderr

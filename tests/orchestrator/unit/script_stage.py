@@ -1,8 +1,9 @@
 """A real stage process for executor tests: `python script_stage.py SPEC`.
 
 It follows the stage contract (docs/architecture.md §2.1) with behaviour chosen by params:
-`sleep` seconds, `fail` → exit 1, `disk_full` → exit 1 after an ENOSPC line buried in later
-output, `kill_self` → SIGKILL; it records each start, the GPU it saw and its inputs' content.
+`sleep` seconds, `fail` → exit 1 (or the code it gives), `disk_full` → exit 1 after an ENOSPC
+line buried in later output, `kill_self` → SIGKILL; it records each start, the GPU it saw
+and its inputs' content.
 """
 
 import json
@@ -23,7 +24,7 @@ def main() -> None:
     time.sleep(params.get("sleep", 0))
     if params.get("fail"):
         print(f"stage {spec['stage']}: asked to fail", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(1 if params["fail"] is True else params["fail"])
     if params.get("disk_full"):  # the fault, then 20 lines of the errors it causes later
         print("OSError: [Errno 28] No space left on device: '/data/work/x'", file=sys.stderr)
         for i in range(20):

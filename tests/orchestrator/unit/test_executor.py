@@ -105,6 +105,21 @@ def test_failure_skips_dependents_and_names_the_log(data: DataDir, runtime: Scri
     assert read_record(data, "d") is None
 
 
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [((3, 3), 3), ((2, None), 2), ((3, 2), 1), ((3, 1), 1), ((4, None), 1), ((1, None), 1)],
+)
+def test_exit_code_carries_the_stages_class(
+    data: DataDir, runtime: ScriptRuntime, codes: tuple[int, int | None], expected: int
+) -> None:
+    # bad data in every failed stage → 3, a bad spec → 2 (architecture §6); otherwise 1
+    b, c = codes
+    stages = diamond({"b": {"fail": b}, **({"c": {"fail": c}} if c else {})})
+    with pytest.raises(StageFailed) as info:
+        _execute(data, runtime, stages, on_error="keep-going")
+    assert info.value.exit_code == expected
+
+
 def test_a_machine_fault_is_shown_as_the_cause(data: DataDir, runtime: ScriptRuntime) -> None:
     with pytest.raises(StageFailed) as info:
         _execute(data, runtime, diamond({"b": {"disk_full": True}}), on_error="keep-going")

@@ -6,11 +6,12 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
 
-from hm_shared.errors import HmError, MissingWeightsError
+from hm_shared.errors import HmDataError, HmError, MissingWeightsError
 from orchestrator import cache, weights, weights_lock
 from orchestrator.datadir import DataDir
 from orchestrator.executor import Executor, OnError, Outcome
@@ -137,6 +138,8 @@ def fingerprints(settings: Settings, data: DataDir, stages: list[StageDef]) -> F
 def make_plan(settings: Settings, selection: Selection) -> PlanResult:
     """Plan without running or locking (hashes.json may be refreshed, atomically)."""
     data = DataDir(settings.data)
+    if not data.root.is_dir():
+        raise no_data_dir_error(data)
     models, stages = select_stages(settings, selection)
     hashes = fingerprints(settings, data, stages)
     records = {s.id: read_record(data, s.slug) for s in stages}
@@ -163,18 +166,34 @@ def changed_weights(data: DataDir, stages: list[StageDef]) -> list[str]:
     return found
 
 
-def ensure_dataset(data: DataDir, say: Say) -> bool:
-    """Generate the embedded synthetic dataset into data/hm when it is missing or empty."""
+def no_data_dir_error(data: DataDir) -> HmDataError:
+    return HmDataError(
+        "the data directory does not exist; expected a folder holding the dataset in hm/ "
+        "(a typo in --data?), or pass --synthetic to create it with the synthetic dataset",
+        data.root,
+    )
+
+
+def ensure_dataset(data: DataDir, say: Say, synthetic: bool = False) -> bool:
+    """Generate the embedded synthetic dataset into data/hm when it is an empty folder, or when
+    asked (`synthetic`) and there is none. A missing hm/ is otherwise an error: a mistyped
+    --data must not quietly turn into a run on synthetic memes."""
     if data.has_dataset():
         return False
-    from hm_shared import synthetic
+    if not synthetic and not data.hm.is_dir():
+        raise HmDataError(
+            "no dataset here; expected the Hateful Memes files (train.jsonl, dev_seen.jsonl, …, "
+            "img/), an empty folder to generate the synthetic dataset into, or --synthetic",
+            data.hm,
+        )
+    from hm_shared import synthetic as generator
 
     say(f"no dataset in {data.hm}: generating the synthetic dataset there (seed 0) …")
     # written beside data/hm and renamed onto it: a kill mid-way never leaves a partial
     # dataset that a later run would take for the user's
     partial = data.root / f".hm.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    synthetic.generate(partial, seed=0)
+    generator.generate(partial, seed=0)
     if data.hm.is_dir():
         data.hm.rmdir()  # empty (has_dataset is False)
     os.replace(partial, data.hm)
@@ -198,13 +217,17 @@ def run(
     gpus: tuple[str, ...] = (),
     jobs: int | None = None,
     on_error: OnError = "fail",
+    synthetic: bool = False,
 ) -> RunResult:
     """Check weights (full profile), lock the data dir, make sure a dataset exists, plan, execute.
 
+    `synthetic`: create the data dir and generate the synthetic dataset when it has none.
     Progress and messages go to `console` (stderr by default).
     """
     console = console or Console(stderr=True, soft_wrap=True)
     data = DataDir(settings.data)
+    if not synthetic and not data.root.is_dir():
+        raise no_data_dir_error(data)  # before the lock, which would create it
     _, stages = select_stages(settings, selection)
     if selection.profile == "full":
         missing = missing_weights(data, stages)
@@ -216,7 +239,7 @@ def run(
     resolve = runtime_resolver(settings)
     gpus = resolve_gpus(gpus)
     with DataLock(data.lock, data.root):
-        generated = ensure_dataset(data, lambda m: console.print(m, highlight=False))
+        generated = ensure_dataset(data, partial(console.print, highlight=False), synthetic)
         hashes = fingerprints(settings, data, stages)
         records = {s.id: read_record(data, s.slug) for s in stages}
         problems = cache.output_problems(data.root, stages, records)

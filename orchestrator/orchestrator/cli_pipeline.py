@@ -26,6 +26,12 @@ from orchestrator.stages import Profile
     "depend on a failed one.",
 )
 @click.option(
+    "--synthetic",
+    is_flag=True,
+    help="When DATA has no dataset, create DATA/hm with the embedded synthetic one (demo, CI). "
+    "Without it a missing DATA or DATA/hm is an error; an empty DATA/hm is always filled.",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
@@ -41,18 +47,20 @@ def run_command(
     venvs: Path | None,
     gpus: tuple[str, ...],
     on_error: str,
+    synthetic: bool,
     jobs: int | None,
 ) -> None:
     """Run every stage the selected models need that is not already done.
 
     A stage is skipped when its record holds the same cache key (params, input contents,
-    environment lock, code) and its output exists. When DATA/hm is empty the synthetic dataset
-    is generated there first. Kill it at any point and run the same command again to resume.
+    environment lock, code) and its output still holds the files its record lists. When DATA/hm
+    is an empty folder (or missing, with --synthetic) the synthetic dataset is generated there
+    first. Kill it at any point and run the same command again to resume.
 
     Example:
 
     \b
-        orchestrator run --models B --topk 20 --profile smoke
+        orchestrator run --models B --topk 20 --profile smoke --synthetic
         orchestrator run --models all --profile full --gpus 0,1
     """
     settings = api.Settings(data=data, recipes=recipes, venvs=venvs, runtime=runtime)
@@ -63,6 +71,7 @@ def run_command(
         gpus=gpus,
         jobs=jobs,
         on_error="keep-going" if on_error == "keep-going" else "fail",
+        synthetic=synthetic,
     )
     outcome = result.outcome
     click.echo(f"{len(outcome.executed)} stage(s) ran, {len(outcome.cached)} cached")
@@ -101,7 +110,9 @@ def plan_command(
     settings = api.Settings(data=data, recipes=recipes)
     result = api.make_plan(settings, api.Selection(models=models, profile=profile, topk=topk))
     if not result.dataset_present:
-        click.echo(f"note: {result.data.hm} is empty; `run` generates the synthetic dataset there")
+        hm = result.data.hm
+        how = "`run`" if hm.is_dir() else "`run --synthetic`"
+        click.echo(f"note: no dataset in {hm}; {how} generates the synthetic dataset there")
     width = max(len(p.stage.id) for p in result.planned)
     for p in result.planned:
         click.echo(f"{p.stage.id:<{width}}  {p.action:<6}  {p.reason}")

@@ -137,7 +137,7 @@ def test_plan_and_status_on_an_empty_data_dir(tmp_path: Path) -> None:
     status = runner.invoke(cli, ["status", "--data", str(tmp_path)])
     assert status.exit_code == 0
     assert re.search(
-        r"^train/B/B42/train +missing +work/runs/B/B42/train \(absent\)",
+        r"^train/B/B42/train +missing +work/runs/B/B42/train$",
         status.output,
         re.MULTILINE,
     )
@@ -205,3 +205,20 @@ def test_a_fifo_or_dangling_link_in_the_dataset_is_named_not_hung_on(
         assert str(odd) in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     assert not (data / "work" / "runs").exists()
+
+
+def test_a_mistyped_data_dir_is_an_error_not_a_synthetic_run(tmp_path: Path) -> None:
+    typo = tmp_path / "dta"
+    args = ["--models", "B", "--profile", "smoke", "--data", str(typo)]
+    for verb in ("plan", "run"):
+        done = subprocess.run([ORCHESTRATOR, verb, *args], capture_output=True, text=True)
+        assert done.returncode == 3, done.stderr
+        assert f"Error: {typo}: the data directory does not exist" in done.stderr
+        assert "--synthetic" in done.stderr
+        assert not typo.exists()  # nothing created, nothing generated
+    # an existing data dir without hm/: named, nothing generated, nothing run
+    typo.mkdir()
+    done = subprocess.run([ORCHESTRATOR, "run", *args], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    assert f"Error: {typo / 'hm'}: no dataset here; expected the Hateful Memes files" in done.stderr
+    assert not (typo / "hm").exists() and not (typo / "work/state/records").exists()

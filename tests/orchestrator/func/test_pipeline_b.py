@@ -77,6 +77,7 @@ def _start(data: Path, venvs: Path, log: Path) -> subprocess.Popen[bytes]:
         str(data),
         "--venvs",
         str(venvs),
+        "--synthetic",  # the data dir does not exist yet
     ]
     with open(log, "ab") as out:
         # its own process group, like a terminal job: signals reach the orchestrator and stages

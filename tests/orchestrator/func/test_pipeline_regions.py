@@ -61,7 +61,7 @@ def _run(data: Path, models: tuple[str, ...], venvs: Path) -> subprocess.Complet
     cmd = [ORCHESTRATOR, "run", "--models", ",".join(models), "--topk", "20"]
     cmd += ["--profile", "smoke", "--runtime", "local", "--data", str(data)]
     # two stages at once: most of a smoke stage is its process start-up, which overlaps well
-    cmd += ["--venvs", str(venvs), "--jobs", "2"]
+    cmd += ["--venvs", str(venvs), "--jobs", "2", "--synthetic"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
 
 

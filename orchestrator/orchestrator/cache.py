@@ -134,6 +134,15 @@ def output_problems(
     return problems
 
 
+def _unreadable(exc: OSError) -> None:
+    """os.walk skips a folder it cannot list; hashing it as empty would hide it."""
+    raise HmDataError(
+        f"cannot list this folder ({exc.strerror}); expected a folder readable by the user "
+        f"running the orchestrator (uid {os.getuid()})",
+        exc.filename,
+    )
+
+
 def _refuse_loop(folder: Path, top: Path, idents: dict[str, tuple[int, int]]) -> None:
     """A followed link that leads back to one of its own ancestors would be walked forever."""
     st = folder.stat()
@@ -181,7 +190,14 @@ class HashCache:
         entry = self._entries.get(rel)
         if entry and all(entry.get(k) == v for k, v in stamp.items()):
             return str(entry["sha256"])
-        digest = sha256_file(path)
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise HmDataError(
+                f"cannot read it ({exc.strerror}); expected a file readable by the user running "
+                f"the orchestrator (uid {os.getuid()})",
+                path,
+            ) from None
         self._entries[rel] = {**stamp, "sha256": digest}
         self._dirty = True
         return digest
@@ -195,7 +211,7 @@ class HashCache:
         entries = []
         idents: dict[str, tuple[int, int]] = {}
         # followlinks: a dataset whose img/ is a link to another disk is hashed by its images
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=True, onerror=_unreadable):
             _refuse_loop(Path(dirpath), path, idents)
             dirnames.sort()
             for name in sorted(filenames):

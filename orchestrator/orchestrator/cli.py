@@ -11,7 +11,7 @@ from orchestrator.cli_envs import envs, images
 from orchestrator.cli_pipeline import plan_command, run_command
 from orchestrator.cli_status import status_command
 from orchestrator.cli_weights import weights
-from orchestrator.errors import UnknownModelError
+from orchestrator.errors import UnknownModelError, file_system_fault
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -32,6 +32,10 @@ class HmGroup(click.Group):
             raise click.UsageError(str(exc), ctx) from None
         except HmError as exc:
             raise HmClickError(exc) from None
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            raise HmClickError(file_system_fault(exc)) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(130) from None

@@ -354,6 +354,9 @@ class Executor:
         except KeyboardInterrupt:
             self._terminate_all()
             raise Interrupted(self._interrupted_message()) from None
+        except OSError:  # the data dir refused a write (read-only, full): stop what runs
+            self._terminate_all()
+            raise
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)

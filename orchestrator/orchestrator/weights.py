@@ -209,6 +209,13 @@ def extract_member(archive_path: Path, member: str, target: Path) -> None:
             return
         if not files:
             raise HmDataError(f"archive member {root} holds no files", archive_path)
+        names = {e.path for e in files}
+        clash = next((p for e in files for p in e.path.parents if p in names), None)
+        if clash is not None:  # it cannot be written as both
+            raise HmDataError(
+                f"archive member {root} holds {clash} both as a file and as a folder; refused",
+                archive_path,
+            )
         part = target.with_name(target.name + ".part")
         _clear_part(part)
         part.mkdir(parents=True)  # fresh: nothing below it is a link

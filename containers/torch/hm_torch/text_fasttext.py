@@ -10,12 +10,14 @@ texts beside the checkpoint (`save_vectors`), so a resumed stage never trains th
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from gensim.models import FastText
 
+from hm_shared.errors import HmDataError
 from hm_shared.io import atomic_open
 
 
@@ -85,8 +87,20 @@ def save_vectors(path: Path, vectors: dict[str, np.ndarray]) -> None:
 
 
 def load_vectors(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as table:
-        return dict(zip(table["texts"].tolist(), table["vectors"], strict=True))
+    """The table `save_vectors` wrote. Pickled (object) arrays are never loaded: the file sits in
+    a writable attempt dir, and unpickling runs code."""
+    try:
+        with np.load(path, allow_pickle=False) as table:
+            texts, vectors = table["texts"], table["vectors"]
+            if texts.dtype.kind != "U" or vectors.dtype != np.float32 or vectors.ndim != 2:
+                raise ValueError(f"texts {texts.dtype}, vectors {vectors.dtype} {vectors.shape}")
+            return dict(zip(texts.tolist(), vectors, strict=True))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise HmDataError(
+            f"not a text-vector table ({exc}); expected an npz of texts str[n] and vectors "
+            "float32[n, d]: delete it and the stage trains the vectors again",
+            path,
+        ) from None
 
 
 __all__ = [

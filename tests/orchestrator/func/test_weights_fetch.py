@@ -225,6 +225,15 @@ def test_links_in_a_member_are_refused(tmp_path: Path) -> None:
         extract_member(archive, "params", tmp_path / "params")
 
 
+def test_a_file_and_a_folder_of_one_name_are_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "clash.tar.gz"
+    ernie_tarball(archive, {"m/params/w_0": b"file", "m/params/w_0/inner": b"under it"})
+    target = tmp_path / "out" / "params"
+    with pytest.raises(HmDataError, match=r"holds m/params/w_0 both as a file and as a folder"):
+        extract_member(archive, "params", target)
+    assert not target.exists() and not (tmp_path / "out" / "params.part").exists()
+
+
 def test_zip_member_file_by_path_suffix(tmp_path: Path) -> None:
     archive = tmp_path / "large-vg-labels.zip"
     with zipfile.ZipFile(archive, "w") as zf:

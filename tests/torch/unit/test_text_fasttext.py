@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from hm_shared.errors import HmDataError
 from hm_torch.text_fasttext import (
     load_vectors,
     normalise_text,
@@ -92,6 +94,20 @@ def test_vector_table_round_trips(tmp_path: Path) -> None:
     assert loaded.keys() == table.keys()
     for text, vector in table.items():
         np.testing.assert_array_equal(loaded[text], vector)
+
+
+@pytest.mark.parametrize("bad", ["object", "truncated", "wrong_keys"])
+def test_a_bad_vector_table_is_named_and_never_unpickled(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / "text_vectors.npz"
+    if bad == "object":  # a pickled payload: loading it would run code
+        np.savez(path, texts=np.array([{"x": 1}], dtype=object), vectors=np.ones((1, 3)))
+    elif bad == "truncated":
+        save_vectors(path, {"a": np.ones(3, dtype=np.float32)})
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        np.savez(path, words=np.array(["a"]), vectors=np.ones((1, 3), dtype=np.float32))
+    with pytest.raises(HmDataError, match=r"text_vectors\.npz: not a text-vector table \("):
+        load_vectors(path)
 
 
 def test_normalise_text_makes_one_lowercase_line() -> None:

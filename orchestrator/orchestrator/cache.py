@@ -236,7 +236,7 @@ def fingerprint_inputs(stages: list[StageDef], cache: HashCache) -> dict[str, st
     """Content hash of every external input of `stages`, keyed by InputRef.ident."""
     hashes: dict[str, str] = {}
     for stage in stages:
-        for ref in stage.inputs.values():
+        for ref in stage.keyed_inputs.values():
             if ref.producer is None and ref.ident not in hashes:
                 hashes[ref.ident] = cache.input_hash(ref)
     cache.save()

@@ -132,7 +132,7 @@ class Executor:
             name: (
                 self.output_hashes[ref.producer] if ref.producer else self.hashes.inputs[ref.ident]
             )
-            for name, ref in stage.inputs.items()
+            for name, ref in stage.keyed_inputs.items()
         }
         return key_parts(stage, hashes, self.hashes.env_locks, self.hashes.code)
 

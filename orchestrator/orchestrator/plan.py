@@ -128,7 +128,7 @@ def plan(
     for stage in stages:
         input_hashes: dict[str, str] = {}
         pending: set[str] = set()
-        for name, ref in stage.inputs.items():
+        for name, ref in stage.keyed_inputs.items():
             if ref.producer is None:
                 input_hashes[name] = hashes.inputs[ref.ident]
                 continue

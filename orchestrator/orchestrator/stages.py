@@ -38,11 +38,16 @@ class InputRef:
 
     External inputs (`producer is None`) are hashed by content; `files` narrows the hash to the
     named files under `path` (the weights a stage actually reads, not all of data/weights).
+    `keyed_by` names another input of the stage whose hash already covers what the stage reads
+    here: the images of data/hm that a stage reads are those of the prepared memes, whose hashes
+    the prepare stage lists in `images.json`; a byte changed elsewhere in data/hm (a meme outside
+    --topk, a text no stage reads) then reruns prepare alone.
     """
 
     path: str
     producer: str | None = None
     files: tuple[str, ...] | None = None
+    keyed_by: str | None = None
 
     @property
     def ident(self) -> str:
@@ -73,6 +78,11 @@ class StageDef:
         return self.kind in ACCELERATED
 
     @property
+    def keyed_inputs(self) -> dict[str, InputRef]:
+        """The inputs whose hashes make the cache key (`InputRef.keyed_by`)."""
+        return {name: ref for name, ref in self.inputs.items() if ref.keyed_by is None}
+
+    @property
     def deps(self) -> list[str]:
         return sorted({ref.producer for ref in self.inputs.values() if ref.producer})
 
@@ -86,16 +96,18 @@ def _merged(base: dict[str, Any], smoke: dict[str, Any], profile: Profile) -> di
 
 
 def _model_stages(
-    letter: str, model: ModelRecipe, profile: Profile, prepared: InputRef, hm: InputRef
+    letter: str, model: ModelRecipe, profile: Profile, prepared: InputRef, images: InputRef
 ) -> list[StageDef]:
     stages: list[StageDef] = []
     weights = tuple(model.weights)
-    common: dict[str, InputRef] = {"prepared": prepared, "hm": hm}
+    common: dict[str, InputRef] = {"prepared": prepared}
     if profile == "full" and weights:
         common["weights"] = _weights_input(weights)
     average_inputs: dict[str, InputRef] = {}
     for run in model.runs:
         run_inputs = dict(common)
+        if not run.features:  # B reads the images themselves; the others their region features
+            run_inputs["hm"] = images
         named = {"features": run.features, "extra_features": run.extra_features}
         for name, variant in named.items():
             if variant:
@@ -174,7 +186,7 @@ def build_stages(
         profile=profile,
     )
     prepared = InputRef(prepare.output, prepare.id)
-    hm = InputRef("hm")
+    images = InputRef("hm", keyed_by="prepared")
     stages = [prepare]
     variants = dict.fromkeys(v for m in models for v in recipes.models[m].variants())
     for variant in variants:
@@ -186,7 +198,11 @@ def build_stages(
                 kind="extract",
                 env="extract",
                 output=f"work/features/{variant}",
-                inputs={"prepared": prepared, "hm": hm, "weights": _weights_input((detector,))},
+                inputs={
+                    "prepared": prepared,
+                    "hm": images,
+                    "weights": _weights_input((detector,)),
+                },
                 params={
                     "variant": variant,
                     "weights": spec.weights,
@@ -198,7 +214,7 @@ def build_stages(
             )
         )
     for letter in models:
-        stages += _model_stages(letter, recipes.models[letter], profile, prepared, hm)
+        stages += _model_stages(letter, recipes.models[letter], profile, prepared, images)
     preds = {f"model:{m}": InputRef(f"work/preds/{m}", f"average/{m}") for m in models}
     ensemble = StageDef(
         id="ensemble",

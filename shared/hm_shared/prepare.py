@@ -13,6 +13,9 @@ Reads `hm_dir` (never writes there) and writes into `out_dir`, one prepared json
   id).
 - `removed.jsonl`: each train row dropped by the clean-train rule, with its reason.
 - `summary.json`: meme counts and label balance per split, removals, `topk`.
+- `images.json`: `{"img/08291.png": sha256, …}` for every image the prepared splits name. The
+  stages that read images from `hm` (extract, B) are keyed by this output, so they rerun when
+  an image they read changes, and only then.
 
 Clean-train rule. Train rows are grouped by (`imagehash.phash` of the image, text lower-cased
 with runs of whitespace collapsed). A group of more than one row is a set of duplicates: when
@@ -40,7 +43,7 @@ from PIL import Image
 
 from hm_shared.dataset import SPLITS, Meme, load_dataset, write_prepared
 from hm_shared.errors import HmDataError, SpecError
-from hm_shared.io import atomic_write_json, atomic_write_text
+from hm_shared.io import atomic_write_json, atomic_write_text, sha256_file
 from hm_shared.spec import StageSpec
 
 SUMMARY_FORMAT_VERSION = 1
@@ -250,6 +253,8 @@ def prepare(hm_dir: Path, out_dir: Path, topk: int | None = None) -> dict[str, A
     out["pretrain"] = _unique_pairs(splits, hash_of)
     for name in PREPARED_SPLITS:
         write_prepared(out_dir / f"{name}.jsonl", out[name])
+    used = sorted({m.img for name in PREPARED_SPLITS for m in out[name]})
+    atomic_write_json(out_dir / "images.json", {img: sha256_file(hm_dir / img) for img in used})
     atomic_write_text(
         out_dir / "removed.jsonl",
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in removed),

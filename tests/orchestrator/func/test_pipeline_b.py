@@ -243,3 +243,24 @@ def test_smoke_pipeline_kill_resume_and_noop(tmp_path: Path, venvs: Path) -> Non
     assert ran == {"prepare", "ensemble"}
     assert read_predictions(data.root / "work/ensemble/FIN_test_unseen.csv").ids.size > 0
     assert _consistent(data)["hashes"] == state["hashes"]
+
+    # 6. Stages depend on what they read: an image of a meme outside the --topk subset changes
+    #    → prepare alone reruns (to the same output); an image B reads changes → B retrains.
+    used = json.loads((data.root / "work/prepared/images.json").read_text())
+    released = {
+        json.loads(line)["img"]
+        for split in ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
+        for line in (data.hm / f"{split}.jsonl").read_text().splitlines()
+    }
+    unused = sorted(set(released) - set(used))[0]
+    for image, expected in ((unused, {"prepare"}), (sorted(used)[0], None)):
+        with open(data.hm / image, "ab") as handle:
+            handle.write(b"\0")  # a PNG with a trailing byte: decoded the same, hashed anew
+        rows_before = len(read_trace(data.trace))
+        rerun = subprocess.run(rerun.args, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr
+        ran = {r["stage"] for r in read_trace(data.trace)[rows_before:] if r["cached"] == "0"}
+        if expected:
+            assert ran == expected, image
+        else:
+            assert {"prepare", "train/B/B42/train", "train/B/B43/traindev"} <= ran, image

@@ -61,6 +61,17 @@ def test_extract_stage_contract(tiny_recipes: Path) -> None:
     assert extract.needs_accelerator
 
 
+def test_stages_are_keyed_by_what_they_read() -> None:
+    # prepare hashes all of data/hm; extract and B read images of the prepared memes, keyed by
+    # prepared (its images.json); the region models read features, not data/hm at all
+    stages = {s.id: s for s in build_stages(load_recipes(DEFAULT_RECIPES), ("B", "U"), "smoke")}
+    assert stages["prepare"].keyed_inputs.keys() == {"hm"}
+    for sid in ("extract/vgattr5050", "train/B/B42/train"):
+        assert stages[sid].inputs["hm"].keyed_by == "prepared", sid
+        assert "hm" not in stages[sid].keyed_inputs and "prepared" in stages[sid].keyed_inputs
+    assert "hm" not in stages["train/U/U50/train"].inputs
+
+
 def test_train_params_merge_by_profile(tiny_recipes: Path) -> None:
     recipes = load_recipes(tiny_recipes)
     smoke = {s.id: s for s in build_stages(recipes, ("U",), "smoke")}

@@ -8,6 +8,7 @@ import pytest
 
 from hm_shared.dataset import SPLITS, Meme, read_prepared
 from hm_shared.errors import HmDataError, SpecError
+from hm_shared.io import sha256_file
 from hm_shared.prepare import clean_train, id_rank, prepare, prepare_stage, subset_topk
 from hm_shared.spec import StageSpec
 from hm_shared.synthetic import generate, plan
@@ -15,6 +16,7 @@ from hm_shared.synthetic import generate, plan
 OUTPUTS = {f"{s}.jsonl" for s in (*SPLITS, "traindev", "pretrain")} | {
     "removed.jsonl",
     "summary.json",
+    "images.json",
 }
 
 
@@ -23,8 +25,8 @@ def _ids(path: Path) -> list[str]:
 
 
 def test_outputs_of_the_default_dataset(make_hm, tmp_path: Path) -> None:
-    out = tmp_path / "prepared"
-    summary = prepare(make_hm(), out)
+    out, hm = tmp_path / "prepared", make_hm()
+    summary = prepare(hm, out)
     assert {p.name for p in out.iterdir()} == OUTPUTS  # nothing else, no temp files
     train_ids = [f"{i:05d}" for i in range(1, 9)]
     assert _ids(out / "train.jsonl") == [*train_ids, "00021", "00022"]  # dev_unseen extras
@@ -77,6 +79,12 @@ def test_outputs_of_the_default_dataset(make_hm, tmp_path: Path) -> None:
     assert summary["dev_unseen_added_to_train"] == 2
     assert summary["topk"] is None
     assert str(tmp_path) not in (out / "summary.json").read_text()  # outputs hold no abs paths
+    images = json.loads((out / "images.json").read_text())
+    named = {
+        m.img for p in out.glob("*.jsonl") if p.name != "removed.jsonl" for m in read_prepared(p)
+    }
+    assert list(images) == sorted(named)
+    assert images["img/00001.png"] == sha256_file(hm / "img/00001.png")
 
 
 def test_clean_train_rule(make_hm, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from hm_shared.errors import HmDataError, HmError, MissingWeightsError
 from orchestrator import cache, weights, weights_lock
+from orchestrator.accepted import check_params
 from orchestrator.datadir import DataDir
 from orchestrator.executor import Executor, OnError, Outcome
 from orchestrator.gpus import resolve_gpus
@@ -87,7 +88,9 @@ def select_stages(
 ) -> tuple[tuple[str, ...], list[StageDef]]:
     recipes = load_recipes(settings.recipes)
     models = recipes.select(selection.models)
-    return models, build_stages(recipes, models, selection.profile, selection.topk)
+    stages = build_stages(recipes, models, selection.profile, selection.topk)
+    check_params(stages, settings.repo, settings.recipes)  # before anything runs
+    return models, stages
 
 
 def missing_weights(data: DataDir, stages: list[StageDef]) -> list[Weight]:
@@ -138,9 +141,11 @@ def fingerprints(settings: Settings, data: DataDir, stages: list[StageDef]) -> F
 def make_plan(settings: Settings, selection: Selection) -> PlanResult:
     """Plan without running or locking (hashes.json may be refreshed, atomically)."""
     data = DataDir(settings.data)
+    models, stages = select_stages(
+        settings, selection
+    )  # a bad recipe first: nothing to do with data
     if not data.root.is_dir():
         raise no_data_dir_error(data)
-    models, stages = select_stages(settings, selection)
     hashes = fingerprints(settings, data, stages)
     records = {s.id: read_record(data, s.slug) for s in stages}
     problems = cache.output_problems(data.root, stages, records)
@@ -226,9 +231,9 @@ def run(
     """
     console = console or Console(stderr=True, soft_wrap=True)
     data = DataDir(settings.data)
+    _, stages = select_stages(settings, selection)
     if not synthetic and not data.root.is_dir():
         raise no_data_dir_error(data)  # before the lock, which would create it
-    _, stages = select_stages(settings, selection)
     if selection.profile == "full":
         missing = missing_weights(data, stages)
         if missing:

@@ -124,11 +124,12 @@ def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) ->
         np.testing.assert_array_equal(b.label, a.label, err_msg=name)
 
 
-def recipes_with_bad_b_param(path: Path) -> str:
-    """The project's recipe file with an unknown param in B's smoke table (hm_torch rejects it)."""
+def recipes_with_bad_b_value(path: Path) -> str:
+    """The project's recipe file with a bad value in B's smoke table: a known name (the plan-time
+    check lets it through), a value hm_torch refuses when the stage starts."""
     text = path.read_text()
     bad, count = re.subn(
-        r"^\[models\.B\.smoke\].*$", "\\g<0>\nno_such_param = 1", text, count=1, flags=re.MULTILINE
+        r"^\[models\.B\.smoke\].*$", "\\g<0>\nlog_every = 0", text, count=1, flags=re.MULTILINE
     )
     assert count == 1, f"{path} has no [models.B.smoke] table"
     return bad
@@ -140,8 +141,8 @@ def recipes_with_bad_b_param(path: Path) -> str:
 def test_failed_container_names_the_stage_and_the_rerun_resumes(make_data, tmp_path: Path) -> None:
     data = DataDir(make_data("data"))
     recipes = tmp_path / "recipes.toml"
-    # hm_torch rejects an unknown model param: the container exits non-zero (SpecError).
-    recipes.write_text(recipes_with_bad_b_param(DEFAULT_RECIPES))
+    # hm_torch rejects the value: the container exits non-zero (SpecError).
+    recipes.write_text(recipes_with_bad_b_value(DEFAULT_RECIPES))
     args = [
         "run",
         "--recipes",
@@ -160,7 +161,7 @@ def test_failed_container_names_the_stage_and_the_rerun_resumes(make_data, tmp_p
     assert len(failed) == 1 and failed[0]["stage"].startswith("train/B/B42/")
     stage, log = failed[0]["stage"], data.root / failed[0]["log"]
     assert f"stage {stage} failed" in done.stderr and str(log) in done.stderr
-    assert "no_such_param" in log.read_text()
+    assert "train param log_every must be >= 1, got 0" in log.read_text()
     prepared = read_record(data, "prepare")
     assert prepared is not None and prepared.status == "done"
 

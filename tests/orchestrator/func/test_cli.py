@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from recipe_helpers import dump_toml
 
 from orchestrator.cli import cli
+from orchestrator.recipes import DEFAULT_RECIPES
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -222,3 +225,21 @@ def test_a_mistyped_data_dir_is_an_error_not_a_synthetic_run(tmp_path: Path) -> 
     assert done.returncode == 3, done.stderr
     assert f"Error: {typo / 'hm'}: no dataset here; expected the Hateful Memes files" in done.stderr
     assert not (typo / "hm").exists() and not (typo / "work/state/records").exists()
+
+
+def test_a_misspelt_recipe_param_stops_plan_and_run_before_any_stage(tmp_path: Path) -> None:
+    full = tomllib.loads(DEFAULT_RECIPES.read_text())
+    full["models"]["B"]["smoke"]["learning_rate"] = 1e-5
+    recipes = tmp_path / "recipes.toml"
+    recipes.write_text(dump_toml(full))
+    data = tmp_path / "data"
+    args = ["--recipes", str(recipes), "--models", "B", "--profile", "smoke", "--data", str(data)]
+    for verb in ("plan", "run"):
+        done = subprocess.run(
+            [ORCHESTRATOR, verb, *args, *(["--synthetic"] if verb == "run" else [])],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "[models.B] gives train param(s) ['learning_rate']" in done.stderr
+        assert not data.exists()  # no dataset generated, no prepare, no extraction

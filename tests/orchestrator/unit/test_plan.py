@@ -24,7 +24,7 @@ HASHES = Fingerprints(
 def _done(stage: StageDef, records: dict[str, Record | None], hashes: Fingerprints) -> Record:
     inputs = {
         n: (records[r.producer].output_hash if r.producer else hashes.inputs[r.ident])
-        for n, r in stage.inputs.items()
+        for n, r in stage.keyed_inputs.items()
     }
     parts = key_parts(stage, inputs, hashes.env_locks, hashes.code)
     return Record(

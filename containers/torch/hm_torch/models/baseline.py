@@ -27,7 +27,7 @@ from hm_shared.errors import MissingWeightsError, SpecError
 from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import CheckpointFormat, load_checkpoint
 from hm_torch.data import ImageLoader, MemeDataset, read_split
-from hm_torch.engine import CHECKPOINT_DIR, ModelKit
+from hm_torch.engine import CHECKPOINT_DIR, ModelKit, TrainConfig
 from hm_torch.text_fasttext import load_vectors, save_vectors, train_sentence_vectors
 
 RESNET152_FILE = "resnet152-f82ba261.pth"
@@ -58,9 +58,10 @@ class BaselineConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
+            engine = sorted(f.name for f in fields(TrainConfig))
             raise SpecError(
                 f"{where}: unknown param(s) {unknown} for model B; valid model "
-                f"params: {sorted(known)}"
+                f"params: {sorted(known)}; engine params: {engine}"
             )
         return cls(**params)
 

@@ -1,0 +1,32 @@
+"""The recipe params the paddle train stage accepts, published for the orchestrator's plan-time
+check as `accepted_params.json` beside this module (`{kind: {"*": [param, …]}}`: every model
+letter of this environment is ERNIE-ViL). A test keeps it equal to what the stage accepts;
+rewrite it with `python -m hm_paddle.accepted --write`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hm_paddle.train import MODEL_PARAMS, TrainConfig
+from hm_shared.spec import TRAIN_STAGE_PARAMS
+
+PUBLISHED = Path(__file__).with_name("accepted_params.json")
+
+
+def accepted_params() -> dict[str, dict[str, list[str]]]:
+    known = {*TrainConfig.__dataclass_fields__, *TRAIN_STAGE_PARAMS, *MODEL_PARAMS}
+    return {"train": {"*": sorted(known)}}
+
+
+def published_text() -> str:
+    return json.dumps(accepted_params(), indent=1, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        PUBLISHED.write_text(published_text())
+    else:
+        sys.stdout.write(published_text())

@@ -1,0 +1,51 @@
+"""The recipe params each torch stage accepts, published for the orchestrator's plan-time check.
+
+The orchestrator must not import torch, so the table is a file, `accepted_params.json` beside
+this module: `{kind: {model letter: [param, …]}}`. A test keeps it equal to what the stages
+accept; after changing a config, rewrite it with `python -m hm_torch.accepted --write`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from hm_shared.spec import TRAIN_STAGE_PARAMS
+from hm_torch.engine import TrainConfig
+from hm_torch.models import MODELS, PRETRAINERS
+from hm_torch.models.baseline import BaselineConfig
+from hm_torch.single_stream import RegionModelParams, _family_param_names
+
+PUBLISHED = Path(__file__).with_name("accepted_params.json")
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def model_params(letter: str) -> set[str]:
+    """The params a model's own config reads (besides the engine's and the stage's)."""
+    if letter == "B":
+        return _names(BaselineConfig)
+    return _names(RegionModelParams) | _family_param_names(letter)
+
+
+def accepted_params() -> dict[str, dict[str, list[str]]]:
+    common = _names(TrainConfig) | set(TRAIN_STAGE_PARAMS)
+    return {
+        "train": {m: sorted(common | model_params(m)) for m in sorted(MODELS)},
+        "pretrain": {m: sorted(common | model_params(m)) for m in sorted(PRETRAINERS)},
+    }
+
+
+def published_text() -> str:
+    return json.dumps(accepted_params(), indent=1, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        PUBLISHED.write_text(published_text())
+    else:
+        sys.stdout.write(published_text())

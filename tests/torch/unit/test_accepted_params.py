@@ -1,0 +1,38 @@
+"""The params table hm_torch publishes for the orchestrator's plan-time check is the one its
+stages enforce: the committed file equals what the code accepts, and a name outside it is
+refused by the stage itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from hm_shared.errors import SpecError
+from hm_torch.accepted import PUBLISHED, accepted_params, published_text
+from hm_torch.models.baseline import BaselineConfig
+from hm_torch.single_stream import RegionModelParams, _family_param_names
+
+
+def test_published_table_is_current() -> None:
+    assert PUBLISHED.read_text() == published_text(), (
+        f"{PUBLISHED} is stale: run `python -m hm_torch.accepted --write` in the torch venv"
+    )
+
+
+def test_table_covers_every_model_and_the_engine() -> None:
+    table = accepted_params()
+    assert sorted(table["train"]) == ["B", "D", "O", "U", "V", "X"]
+    assert sorted(table["pretrain"]) == ["O", "V", "X"]
+    for letter, names in table["train"].items():
+        assert {"lr", "epochs", "seed", "model", "fit"} <= set(names), letter
+    assert "fusion_dim" in table["train"]["B"] and "x_layers" in table["train"]["X"]
+    assert "x_layers" not in table["train"]["U"]
+
+
+def test_what_the_table_leaves_out_the_stages_refuse() -> None:
+    table = accepted_params()
+    assert "fusion_size" not in table["train"]["B"]
+    with pytest.raises(SpecError, match="fusion_size"):
+        BaselineConfig.from_params({"fusion_size": 3}, "stage train/B")
+    assert "box" not in table["train"]["X"]
+    with pytest.raises(SpecError, match="box"):
+        RegionModelParams.from_params({"box": 1}, "stage train/X", _family_param_names("X"))

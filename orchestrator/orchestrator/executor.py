@@ -9,6 +9,7 @@ new starts after the first failure (running stages finish and are promoted).
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -225,6 +226,7 @@ class Executor:
             try:
                 promoted = promote(attempt, self.data.root / stage.output)  # 4.
                 record.output_hash, record.output_files = promoted
+                record.device = reported_device(self.data.root / stage.output)
                 status = "done"
             except OSError as exc:
                 with open(self.data.root / record.log, "a", encoding="utf-8") as handle:
@@ -406,6 +408,16 @@ class Executor:
             lines.append("skipped:")
             lines += [f"  {sid} ({why})" for sid, why in self.outcome.skipped.items()]
         return "\n".join(lines)
+
+
+def reported_device(output: Path) -> str | None:
+    """The device a train stage wrote into its metrics.json ("cpu", "cuda:0 (NVIDIA H200)"):
+    a GPU lease says what was reserved, this what was used."""
+    try:
+        device = json.loads((output / "metrics.json").read_text(encoding="utf-8")).get("device")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return device if isinstance(device, str) else None
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

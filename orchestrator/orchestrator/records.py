@@ -40,6 +40,7 @@ class Record(BaseModel):
     runtime: str
     image: str | None = None
     gpu: str | None = None
+    device: str | None = None  # what the stage says it ran on (its metrics.json), train stages
     started: str
     ended: str | None = None
     seconds: float | None = None

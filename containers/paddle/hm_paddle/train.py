@@ -279,10 +279,32 @@ def text_limit(params: dict[str, Any], cfg: ErnieVilConfig) -> int:
     return min(int(params.get("max_len", table)), table)
 
 
+def stage_device(spec: StageSpec) -> str:
+    """Select the device the spec asks for (`paddle.set_device`) and name it. A CUDA request of
+    a CPU-only paddle build, or with no GPU visible, is an error: never a silent CPU run."""
+    if spec.device != "cuda":
+        paddle.set_device("cpu")
+        return "cpu"
+    if not paddle.device.is_compiled_with_cuda():
+        raise SpecError(
+            f"stage {spec.stage}: spec asks for device cuda but this paddle "
+            f"{paddle.__version__} is a CPU-only build (the paddlepaddle wheel): ES/EL on a GPU "
+            "need paddlepaddle-gpu (README, Docker: GPUs), or run without --gpus"
+        )
+    if paddle.device.cuda.device_count() < 1:
+        raise SpecError(
+            f"stage {spec.stage}: spec asks for device cuda but paddle sees no GPU "
+            "(check CUDA_VISIBLE_DEVICES / the compose device_ids)"
+        )
+    paddle.set_device("gpu:0")
+    return f"gpu:0 ({paddle.device.cuda.get_device_name(0)})"
+
+
 def train_stage(spec: StageSpec) -> None:
     """Fit on params.fit, predict params.predict, write predictions/, weights, logs, metrics."""
     out = spec.output_dir
     check_params(spec)
+    device = stage_device(spec)
     cfg = _train_config(spec)
     seed_everything(cfg.seed)
     fit_name, valid = spec.param("fit"), spec.params.get("valid")
@@ -306,7 +328,7 @@ def train_stage(spec: StageSpec) -> None:
 
     checkpoint = out / CHECKPOINT_DIR / CHECKPOINT_FILE
     log = fit(model, train_data, cfg, checkpoint, on_log=write_log)
-    metrics: dict[str, Any] = {"fit": fit_name, "steps": cfg.steps, "init": init}
+    metrics: dict[str, Any] = {"fit": fit_name, "steps": cfg.steps, "init": init, "device": device}
     for name in dict.fromkeys([*predict_names, *([valid] if valid else [])]):
         data = inputs(name, _split(spec, name))
         proba = predict(model, data, cfg.eval_batch_size)
@@ -340,6 +362,7 @@ __all__ = [
     "fit_rows",
     "make_optimizer",
     "predict",
+    "stage_device",
     "text_limit",
     "train_stage",
 ]

@@ -60,6 +60,13 @@ def stage_device(spec: StageSpec) -> torch.device:
     return torch.device("cuda:0" if spec.device == "cuda" else "cpu")
 
 
+def device_name(device: torch.device) -> str:
+    """What metrics.json and the stage record say the stage ran on."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def _builder(spec: StageSpec, table: dict[str, Any], what: str) -> Any:
     letter = spec.param("model")
     if letter not in table:
@@ -93,7 +100,12 @@ def train_stage(spec: StageSpec) -> None:
     final = trainer.fit(kit.dataset(train_memes), valid)
     save_weights(final, spec.output_dir / "model.safetensors")
 
-    metrics: dict[str, Any] = {"model": spec.param("model"), "fit": fit, "valid": valid_split}
+    metrics: dict[str, Any] = {
+        "model": spec.param("model"),
+        "fit": fit,
+        "valid": valid_split,
+        "device": device_name(device),
+    }
     for split in predict:
         dataset = kit.dataset(read_split(prepared, split))
         proba = predict_proba(

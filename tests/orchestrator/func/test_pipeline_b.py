@@ -185,6 +185,11 @@ def test_smoke_pipeline_kill_resume_and_noop(tmp_path: Path, venvs: Path) -> Non
     assert (data.root / "work/report/index.html").read_text().startswith("<!DOCTYPE html>")
     state = _consistent(data)
     assert {r["status"] for r in state["records"].values()} == {"done"}
+    devices = {r["stage"]: r["device"] for r in state["records"].values()}
+    assert {devices[f"train/B/B4{i}/{fit}"] for i in (2, 3) for fit in ("train", "traindev")} == {
+        "cpu"
+    }  # what the stage used, from its metrics.json
+    assert devices["prepare"] is None
     average = state["records"]["average-B"]
     assert average["key_parts"]["inputs"]["run:B42:train"] == state["hashes"]["train/B/B42/train"]
     assert not any(p.is_dir() and any(p.iterdir()) for p in (data.work / ".attempts").iterdir())

@@ -97,6 +97,7 @@ def test_traindev_fit_predicts_both_test_splits(data_root: Path) -> None:
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "loss" in e] == [4, 8, 12]
     assert not (out / "checkpoint").exists()
+    assert json.loads((out / "metrics.json").read_text())["device"] == "cpu"
 
 
 @pytest.mark.slow
@@ -142,3 +143,16 @@ def test_misspelt_param_is_a_usage_error_naming_it(data_root: Path) -> None:
     done = subprocess.run(_command(spec), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert "unknown param(s) ['warmup_step']" in done.stderr and "'warmup_steps'" in done.stderr
+
+
+def test_cuda_asked_of_the_cpu_build_is_a_clear_error(data_root: Path) -> None:
+    # the paddle environment here carries the CPU wheel: a GPU lease must not train on the CPU
+    spec = _spec(data_root, "ESgpu", "train", ["dev_seen"], steps=2)
+    raw = json.loads(spec.read_text())
+    raw["device"] = "cuda"
+    spec.write_text(json.dumps(raw))
+    done = subprocess.run(_command(spec), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "spec asks for device cuda but this paddle 2.6.2 is a CPU-only build" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (data_root / "work/.attempts/ESgpu-train/abc/checkpoint").exists()  # nothing ran

@@ -243,6 +243,7 @@ def run(
             raise weights_lock.changed_weights_error(data.weights, changed, selection.models)
     resolve = runtime_resolver(settings)
     gpus = resolve_gpus(gpus)
+    resolve("extract").check_gpus(gpus)  # the chosen runtime: can it hand out these GPUs?
     with DataLock(data.lock, data.root):
         generated = ensure_dataset(data, partial(console.print, highlight=False), synthetic)
         hashes = fingerprints(settings, data, stages)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterable
 
 from orchestrator.errors import GpuError
 
@@ -54,3 +55,31 @@ def resolve_gpus(gpus: tuple[str, ...]) -> tuple[str, ...]:
     if len(set(resolved)) != len(resolved):
         raise GpuError(f"--gpus names the same GPU twice: {', '.join(gpus)}")
     return tuple(resolved)
+
+
+TOOLKIT = (
+    "install the NVIDIA Container Toolkit (package nvidia-container-toolkit), run `sudo nvidia-ctk "
+    "runtime configure --runtime=docker` and restart dockerd"
+)
+
+
+def docker_gpu_problem(
+    runtimes: Iterable[str], hook_found: bool, known: dict[str, str] | None, gpus: Iterable[str]
+) -> str | None:
+    """Why the Docker engine cannot give these GPUs to containers (None: it can).
+
+    `runtimes`: the engine's runtimes (`docker info`); `hook_found`: the NVIDIA container hook is
+    installed (the engine offers the `nvidia` device driver then); `known`: nvidia-smi's index →
+    UUID, None without nvidia-smi. Checked before any stage: otherwise the daemon's `could not
+    select device driver "nvidia"` appears only once the first GPU stage starts."""
+    if known is None:
+        return "--gpus needs the NVIDIA driver on this machine, and nvidia-smi is not installed"
+    if not known:
+        return "--gpus names GPUs, and nvidia-smi lists none on this machine"
+    if "nvidia" not in set(runtimes) and not hook_found:
+        return f"the Docker engine cannot hand GPUs to containers: {TOOLKIT}"
+    listed = ", ".join(f"{i}={u}" for i, u in known.items())
+    for gpu in gpus:
+        if gpu not in known and gpu not in known.values():
+            return f"--gpus names {gpu!r}, which nvidia-smi does not list; GPUs: {listed}"
+    return None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -203,3 +205,31 @@ def test_missing_engine_names_the_fix(make_data) -> None:
         "docker client is not installed" in done.stderr
     )
     assert not (data / "work" / "prepared").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_ready")
+def test_gpus_without_the_container_toolkit_are_refused_before_any_stage(
+    make_data, tmp_path: Path
+) -> None:
+    # A stand-in nvidia-smi lists one GPU; this real engine has no NVIDIA runtime and no hook,
+    # so the daemon could not hand the GPU to a container: said before anything runs.
+    info = subprocess.run(
+        ["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True
+    )
+    if "nvidia" in info.stdout or shutil.which("nvidia-container-runtime-hook"):
+        pytest.skip("this engine can hand GPUs to containers")
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho '0, GPU-5a1f0c2e-0000-4b1e-9c1d-000000000000'\n")
+    smi.chmod(0o755)
+    data = make_data("data")
+    args = ["run", "--models", "B", *SMOKE, "--runtime", "docker", "--gpus", "0"]
+    done = orchestrator(
+        [*args, "--data", str(data)],
+        env={"PATH": f"{smi.parent}:{os.environ['PATH']}"},
+    )
+    assert done.returncode == 2, output(done)
+    assert "the Docker engine cannot hand GPUs to containers" in done.stderr
+    assert "nvidia-container-toolkit" in done.stderr and "Traceback" not in done.stderr
+    assert not (data / "work").exists()  # before the lock, before any stage

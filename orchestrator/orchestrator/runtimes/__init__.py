@@ -60,6 +60,11 @@ class Runtime(ABC):
     def command(self, env: str, verb: str, spec_path: Path, data: DataDir) -> list[str]:
         """argv that runs `python -m hm_<env> <verb> --spec <spec_path>` in the environment."""
 
+    def check_gpus(self, gpus: tuple[str, ...]) -> None:  # noqa: B027 (most runtimes: no check)
+        """Before any stage: raise GpuError when this runtime cannot hand `gpus` to stages.
+        The local runtime passes CUDA_VISIBLE_DEVICES; a stage then fails naming a GPU it
+        cannot see."""
+
     def environ(self, gpu: str | None) -> dict[str, str]:
         # Exactly one GPU visible (or none), so `cuda` means cuda:0 inside the stage.
         return {**os.environ, "CUDA_VISIBLE_DEVICES": gpu or "", "PYTHONUNBUFFERED": "1"}

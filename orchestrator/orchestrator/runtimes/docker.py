@@ -16,7 +16,9 @@ left running by a SIGKILLed orchestrator is removed before its attempt directory
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -26,7 +28,8 @@ from hm_shared.io import sha256_file
 from orchestrator import images
 from orchestrator.cache import lock_file
 from orchestrator.datadir import DataDir
-from orchestrator.errors import RuntimeUnavailable
+from orchestrator.errors import GpuError, RuntimeUnavailable
+from orchestrator.gpus import docker_gpu_problem, list_gpus
 from orchestrator.runtimes import EnvInfo, Runtime, Say
 
 CONTAINER_DATA = "/data"
@@ -97,6 +100,23 @@ class DockerRuntime(Runtime):
                 f"rebuild it with `./hm images` (or `orchestrator images build {env}`)"
             )
         return EnvInfo(want, image=image)
+
+    def check_gpus(self, gpus: tuple[str, ...]) -> None:
+        if not gpus:
+            return
+        try:
+            images.check_docker()
+        except images.DockerUnavailable as exc:
+            raise RuntimeUnavailable(str(exc)) from None
+        info = _docker_quiet("info", "--format", "{{json .Runtimes}}")
+        try:
+            runtimes = json.loads(info.stdout or "{}") or {}
+        except ValueError:
+            runtimes = {}
+        hook = shutil.which("nvidia-container-runtime-hook") is not None
+        problem = docker_gpu_problem(runtimes, hook, list_gpus(), gpus)
+        if problem:
+            raise GpuError(f"--runtime docker --gpus {','.join(gpus)}: {problem}")
 
     def data_root(self, data: DataDir, env: str = "") -> str:
         return str(data.root) if env == "host" else CONTAINER_DATA

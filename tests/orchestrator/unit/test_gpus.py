@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import GpuError
-from orchestrator.gpus import resolve_gpus
+from orchestrator.gpus import docker_gpu_problem, resolve_gpus
 
 UUIDS = ["GPU-5a1f0c2e-0000-4b1e-9c1d-000000000000", "GPU-77e2b3d4-1111-4c2f-8d2e-111111111111"]
 
@@ -50,3 +50,20 @@ def test_without_nvidia_smi_values_are_kept(
     monkeypatch.setenv("PATH", str(tmp_path))
     assert resolve_gpus(("0", "1")) == ("0", "1")
     assert resolve_gpus(()) == ()
+
+
+KNOWN = {"0": "GPU-aaaa", "1": "GPU-bbbb"}
+
+
+def test_docker_gpu_preflight_messages() -> None:
+    assert docker_gpu_problem({"runc": {}, "nvidia": {}}, False, KNOWN, ("GPU-aaaa",)) is None
+    assert docker_gpu_problem(["runc"], True, KNOWN, ("1",)) is None  # the hook gives the driver
+    no_toolkit = docker_gpu_problem(["runc", "io.containerd.runc.v2"], False, KNOWN, ("0",))
+    assert no_toolkit is not None
+    assert no_toolkit.startswith("the Docker engine cannot hand GPUs to containers: install the")
+    assert "nvidia-container-toolkit" in no_toolkit and "nvidia-ctk runtime configure" in no_toolkit
+    assert docker_gpu_problem(["nvidia"], False, KNOWN, ("2",)) == (
+        "--gpus names '2', which nvidia-smi does not list; GPUs: 0=GPU-aaaa, 1=GPU-bbbb"
+    )
+    assert "nvidia-smi is not installed" in docker_gpu_problem(["nvidia"], True, None, ("0",))
+    assert "lists none" in docker_gpu_problem(["nvidia"], True, {}, ("0",))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import errno
-import os
-
-from hm_shared.errors import HmError
+from hm_shared.errors import FileSystemFault, HmError, file_system_fault
 
 
 class LockedError(HmError):
@@ -67,28 +64,15 @@ class GpuError(HmError):
     exit_code = 2
 
 
-class FileSystemFault(HmError):
-    """The machine refused a file operation on the data directory (read-only file system,
-    permission denied, no space left); the message names the path and what to do."""
-
-    exit_code = 5
-
-
-_ADVICE = {
-    errno.EROFS: "the file system is read-only: use a data directory on a writable disk (--data)",
-    errno.ENOSPC: "the disk is full: free space (finished stages' old attempt dirs under "
-    "work/.attempts can go) or use a data directory on another disk",
-    errno.EDQUOT: "your disk quota is used up: free space or use a data directory elsewhere",
-}
-
-
-def file_system_fault(exc: OSError) -> FileSystemFault:
-    """One line for an OSError that names a file: the path, what failed, what to do."""
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        advice = (
-            f"make it readable and writable by the user running the orchestrator (uid "
-            f"{os.getuid()}), or use another data directory"
-        )
-    else:
-        advice = _ADVICE.get(exc.errno or 0, "check the disk and the path")
-    return FileSystemFault(f"{exc.filename}: {exc.strerror or exc}; {advice}")
+__all__ = [
+    "EnvBuildError",
+    "FileSystemFault",
+    "GpuError",
+    "Interrupted",
+    "LockedError",
+    "RecipeError",
+    "RuntimeUnavailable",
+    "StageFailed",
+    "UnknownModelError",
+    "file_system_fault",
+]

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from hm_shared.errors import HmError
+from hm_shared.errors import HmError, file_system_fault
 from hm_shared.spec import StageSpec, load_spec
 
 Verb = Callable[[StageSpec], None]
@@ -31,6 +31,13 @@ def run_verb(prog: str, verbs: Mapping[str, Verb], argv: list[str] | None = None
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if exc.filename is None:
+            traceback.print_exc()
+            return 1
+        fault = file_system_fault(exc)  # a full disk, a read-only or foreign-owned data dir
+        print(f"error: {fault}", file=sys.stderr)
+        return fault.exit_code
     except Exception:
         traceback.print_exc()
         return 1

@@ -68,3 +68,18 @@ def test_extract_without_arguments_extracts_the_default_variants(make_data) -> N
     assert not (data / "work" / "features").exists() or not any(
         (data / "work" / "features").iterdir()
     )
+
+
+def test_a_container_user_that_cannot_write_is_told_to_export_host_uid(make_data) -> None:
+    # HOST_UID/HOST_GID not those of DATA_DIR's owner (root here), as when a user forgets to
+    # export them: one line saying what to export, no traceback
+    data = make_data("data")
+    done = compose_run("extract", [*SMOKE, "--topk", "1"], data, OTHER_UID, OTHER_GID)
+    assert done.returncode == 5, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert (
+        "Permission denied; make it readable and writable by the user running this (uid "
+        f"{OTHER_UID})" in done.stderr
+    )
+    assert "export HOST_UID=$(id -u) HOST_GID=$(id -g)" in done.stderr
+    assert not (data / "work").exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,7 +43,13 @@ from hm_extract.detector import BUTDDetector, random_detector
 from hm_extract.selection import select_regions
 from hm_extract.weights import dumps_upstream, load_state, load_weights, read_upstream
 from hm_shared.dataset import SPLITS, read_prepared
-from hm_shared.errors import HmDataError, HmError, MissingWeightsError, SpecError
+from hm_shared.errors import (
+    HmDataError,
+    HmError,
+    MissingWeightsError,
+    SpecError,
+    file_system_fault,
+)
 from hm_shared.features import STORE_FILE, FeatureStore, FeatureStoreWriter, RegionFeatures
 from hm_shared.io import atomic_write_json
 from hm_shared.spec import StageSpec
@@ -51,7 +58,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PREPARED_SPLITS = (*SPLITS, "traindev", "pretrain")
 SKIPPED_FILE = "skipped.json"
 SMOKE_SEED = 0
-DEFAULT_DATA = Path("/data")  # the data volume inside the containers
+DEFAULT_DATA = Path(os.environ.get("HM_DATA", "/data"))  # compose.yaml mounts it at /data
 
 
 class UnreadableImageError(HmDataError):
@@ -448,16 +455,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _missing_weights(variants: Sequence[Variant], weights_dir: Path, given: Path | None) -> None:
-    """Fail before any extraction when a variant's upstream pickle is absent (full profile)."""
+    """Fail before any extraction when a variant's upstream pickle is absent (full profile),
+    naming every missing file at once."""
+    missing: dict[Path, list[str]] = {}
     for variant in variants:
         path = given or weights_dir / WEIGHT_FILES[variant.weights]
         if not path.is_file():
-            raise MissingWeightsError(
-                f"detector weights {WEIGHT_FILES[variant.weights]} (variant {variant.name}) not "
-                f"found; download {WEIGHT_URLS[variant.weights]} into the weights folder "
-                "(or run with --profile smoke)",
-                path,
-            )
+            missing.setdefault(path, []).append(variant.name)
+    if missing:
+        kinds = {given or weights_dir / WEIGHT_FILES[v.weights]: v.weights for v in variants}
+        lines = [
+            f"  {path}  (variants {', '.join(names)}; download {WEIGHT_URLS[kinds[path]]})"
+            for path, names in missing.items()
+        ]
+        raise MissingWeightsError(
+            f"{len(missing)} detector weights file(s) not found (or run with --profile smoke):\n"
+            + "\n".join(lines),
+            weights_dir if given is None else given,
+        )
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
@@ -498,6 +513,12 @@ def cli(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        fault = file_system_fault(exc)  # e.g. DATA_DIR not writable by the container's user
+        print(f"error: {fault}", file=sys.stderr)
+        return fault.exit_code
     return 0
 
 

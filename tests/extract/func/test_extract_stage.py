@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,25 @@ def test_full_profile_without_weights_names_file_and_url(tmp_path: Path, write_i
     assert result.returncode == 3
     assert "faster_rcnn_from_caffe_attr.pkl" in result.stderr
     assert "http://nlp.cs.unc.edu/models/faster_rcnn_from_caffe_attr.pkl" in result.stderr
+
+
+def test_cli_names_every_missing_detector_file(tmp_path: Path) -> None:
+    (tmp_path / "hm" / "img").mkdir(parents=True)
+    args = ["--variant", "vgattr3636", "--variant", "vg5050", "--variant", "vgattr10100"]
+    result = subprocess.run(
+        [sys.executable, "-m", "hm_extract", *args, "--profile", "full", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HM_DATA": str(tmp_path)},
+    )
+    assert result.returncode == 3, result.stderr
+    assert "2 detector weights file(s) not found" in result.stderr
+    weights = tmp_path / "weights"
+    assert f"{weights / 'faster_rcnn_from_caffe_attr.pkl'}  (variants vgattr3636, vgattr10100;" in (
+        result.stderr
+    )
+    assert f"{weights / 'faster_rcnn_from_caffe.pkl'}  (variants vg5050;" in result.stderr
 
 
 def test_cli_skips_unreadable_images(tmp_path: Path, write_images) -> None:

@@ -11,6 +11,7 @@ from hm_shared.spec import StageSpec
 OUTPUTS = {f"{s}.jsonl" for s in (*SPLITS, "traindev", "pretrain")} | {
     "removed.jsonl",
     "summary.json",
+    "images.json",
 }
 
 
@@ -46,7 +47,7 @@ def test_prepare_stage_on_the_synthetic_dataset(
     assert {p.name for p in out.iterdir()} == OUTPUTS | {"spec.json"}
     assert snapshot(synthetic_hm) == before
     summary = json.loads((out / "summary.json").read_text())
-    for name in OUTPUTS - {"removed.jsonl", "summary.json"}:
+    for name in OUTPUTS - {"removed.jsonl", "summary.json", "images.json"}:
         memes = read_prepared(out / name)
         assert summary["splits"][name.removesuffix(".jsonl")]["memes"] == len(memes)
         assert all((synthetic_hm / m.img).is_file() for m in memes)

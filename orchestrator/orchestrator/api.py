@@ -23,6 +23,7 @@ from orchestrator.progress import RunProgress
 from orchestrator.recipes import DEFAULT_RECIPES, Weight, load_recipes
 from orchestrator.records import Record, read_record
 from orchestrator.runtimes import Runtime, RuntimeConfig, Say, make_runtime
+from orchestrator.runtimes.local import LocalRuntime
 from orchestrator.stages import Profile, StageDef, build_stages, required_weights
 from orchestrator.weights import FetchResult, present
 
@@ -206,6 +207,32 @@ def ensure_dataset(data: DataDir, say: Say, synthetic: bool = False) -> bool:
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed generation
     say(f"synthetic dataset written to {data.hm}")
     return True
+
+
+def runtime_problems(
+    settings: Settings, planned: list[PlannedStage], gpus: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """(what `run` would stop on before any stage, notes) for this runtime and these GPUs: the
+    GPU pre-flight and, under docker, the engine and the images of the environments with stages
+    to run. The local runtime builds a missing venv itself: a note names it."""
+    problems: list[str] = []
+    notes: list[str] = []
+    chosen = make_runtime(settings.runtime, settings.runtime_config)
+    try:
+        chosen.check_gpus(resolve_gpus(gpus))
+    except HmError as exc:
+        problems.append(str(exc))
+    for env in sorted({p.stage.env for p in planned if p.action == "run"} - {"host"}):
+        if isinstance(chosen, LocalRuntime):
+            if not chosen.is_current(env):
+                venv = settings.runtime_config.venvs / env
+                notes.append(f"{venv} is missing or stale: `run` builds it first (minutes)")
+            continue
+        try:
+            chosen.ensure(env, lambda _: None)
+        except HmError as exc:
+            problems.append(str(exc))
+    return problems, notes
 
 
 def runtime_resolver(settings: Settings) -> Callable[[str], Runtime]:

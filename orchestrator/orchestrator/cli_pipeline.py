@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,32 +13,40 @@ from orchestrator import api
 from orchestrator.options import data_option, gpus_option, runtime_options, selection_options
 from orchestrator.stages import Profile
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def execution_options(fn: F) -> F:
+    """How `run` executes; `plan` takes them too, so a run's command line can be planned as is."""
+    fn = click.option(
+        "--jobs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Stages running at once. [default: the number of --gpus, or 1]",
+    )(fn)
+    fn = click.option(
+        "--synthetic",
+        is_flag=True,
+        help="When DATA has no dataset, create DATA/hm with the embedded synthetic one (demo, "
+        "CI). Without it a missing DATA or DATA/hm is an error; an empty DATA/hm is always "
+        "filled.",
+    )(fn)
+    return click.option(
+        "--on-error",
+        type=click.Choice(["fail", "keep-going"]),
+        default="fail",
+        show_default=True,
+        help="fail: start nothing new after a failure; keep-going: run every stage that does not "
+        "depend on a failed one.",
+    )(fn)
+
 
 @click.command("run")
 @selection_options()
 @data_option
 @runtime_options
 @gpus_option
-@click.option(
-    "--on-error",
-    type=click.Choice(["fail", "keep-going"]),
-    default="fail",
-    show_default=True,
-    help="fail: start nothing new after a failure; keep-going: run every stage that does not "
-    "depend on a failed one.",
-)
-@click.option(
-    "--synthetic",
-    is_flag=True,
-    help="When DATA has no dataset, create DATA/hm with the embedded synthetic one (demo, CI). "
-    "Without it a missing DATA or DATA/hm is an error; an empty DATA/hm is always filled.",
-)
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Stages running at once. [default: the number of --gpus, or 1]",
-)
+@execution_options
 def run_command(
     recipes: Path,
     models: str,
@@ -86,6 +96,9 @@ def run_command(
 @click.command("plan")
 @selection_options()
 @data_option
+@runtime_options
+@gpus_option
+@execution_options
 @click.option("--show-config", is_flag=True, help="Also print each stage's merged parameters.")
 def plan_command(
     recipes: Path,
@@ -93,13 +106,21 @@ def plan_command(
     topk: int | None,
     profile: Profile,
     data: Path,
+    runtime: str,
+    venvs: Path | None,
+    gpus: tuple[str, ...],
+    on_error: str,
+    synthetic: bool,
+    jobs: int | None,
     show_config: bool,
 ) -> None:
     """Print the stages a run would execute, each with the reason it runs or is cached.
 
     Nothing is run and no lock is taken. In the full profile, missing pretrained files are
     listed with where to get them, and files that differ from what `weights fetch` recorded
-    (or from a checksum the recipe pins) are named.
+    (or from a checksum the recipe pins) are named. It takes `run`'s options: --runtime and
+    --gpus are checked as `run` would check them (the docker engine, its images, the GPUs), the
+    others are accepted so that a run's command line can be planned as it is.
 
     Example:
 
@@ -107,11 +128,12 @@ def plan_command(
         orchestrator plan --models B --topk 20 --profile smoke
         orchestrator plan --models U,O --profile full --show-config
     """
-    settings = api.Settings(data=data, recipes=recipes)
+    settings = api.Settings(data=data, recipes=recipes, venvs=venvs, runtime=runtime)
     result = api.make_plan(settings, api.Selection(models=models, profile=profile, topk=topk))
+    problems, notes = api.runtime_problems(settings, result.planned, gpus)
     if not result.dataset_present:
         hm = result.data.hm
-        how = "`run`" if hm.is_dir() else "`run --synthetic`"
+        how = "`run`" if hm.is_dir() or synthetic else "`run --synthetic`"
         click.echo(f"note: no dataset in {hm}; {how} generates the synthetic dataset there")
     width = max(len(p.stage.id) for p in result.planned)
     for p in result.planned:
@@ -131,6 +153,12 @@ def plan_command(
         click.echo("missing pretrained files (the full profile needs them):")
         for weight in result.missing_weights:
             click.echo(f"  {result.data.weights / weight.file}  (get it from {weight.where()})")
+    for line in notes:
+        click.echo(f"note: {line}")
+    if problems:
+        click.echo(f"runtime {runtime} (`run` stops on these before any stage):")
+        for line in problems:
+            click.echo(f"  {line}")
     if result.changed_weights:
         click.echo("pretrained files that differ from what was fetched (`run` refuses them):")
         for line in result.changed_weights:

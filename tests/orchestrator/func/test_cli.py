@@ -243,3 +243,26 @@ def test_a_misspelt_recipe_param_stops_plan_and_run_before_any_stage(tmp_path: P
         assert done.returncode == 2, done.stderr
         assert "[models.B] gives train param(s) ['learning_rate']" in done.stderr
         assert not data.exists()  # no dataset generated, no prepare, no extraction
+
+
+def test_plan_takes_the_run_command_line_and_checks_the_runtime(tmp_path: Path) -> None:
+    import os
+
+    data = _dataset(tmp_path)
+    args = ["--models", "B", "--topk", "4", "--profile", "smoke", "--data", str(data)]
+    args += ["--jobs", "2", "--on-error", "keep-going", "--synthetic", "--venvs", str(tmp_path)]
+    done = subprocess.run(
+        [ORCHESTRATOR, "plan", *args, "--runtime", "docker"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "runtime docker (`run` stops on these before any stage):" in done.stdout
+    assert "no Docker engine answers" in done.stdout or "client is not installed" in done.stdout
+    local = subprocess.run(
+        [ORCHESTRATOR, "plan", *args, "--runtime", "local"], capture_output=True, text=True
+    )
+    assert local.returncode == 0, local.stderr
+    assert f"note: {tmp_path / 'torch'} is missing or stale: `run` builds it first" in local.stdout
+    assert "stops on these" not in local.stdout

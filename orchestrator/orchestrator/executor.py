@@ -10,6 +10,7 @@ new starts after the first failure (running stages finish and are promoted).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -99,6 +100,7 @@ class _Running:
     proc: subprocess.Popen[bytes]
     record: Record
     gpu: str | None
+    foreign_output: bool = False  # something sat at the output path with no record of ours
 
 
 class Executor:
@@ -175,6 +177,10 @@ class Executor:
         info = self.ensure_env(stage)
         runtime = self.runtime_for(stage.env)
         key = stage_key(parts)
+        # no record ⇒ this orchestrator never wrote the output path: whatever is there is a
+        # user's (a store of the direct extract command, a copy), kept aside at promotion
+        foreign = read_record(self.data, stage.slug) is None
+        foreign = foreign and (self.data.root / stage.output).exists()
         attempt = self.data.attempt(stage.slug, key)
         log = self.data.log(stage.slug)
         record = Record(
@@ -214,7 +220,7 @@ class Executor:
                 f"gpu {gpu or '-'} attempt {record.attempt}\n"
             )
         proc = runtime.start(stage.env, stage.verb, spec_path, log, gpu, self.data)  # 3.
-        self.running[stage.id] = _Running(stage, proc, record, gpu)
+        self.running[stage.id] = _Running(stage, proc, record, gpu, foreign)
         self.events.started(stage, gpu)
 
     def _finish(self, run: _Running, code: int) -> bool:
@@ -224,6 +230,8 @@ class Executor:
         status = "failed"
         if code == 0:
             try:
+                if run.foreign_output:
+                    self._keep_aside(stage, self.data.root / record.log)
                 promoted = promote(attempt, self.data.root / stage.output)  # 4.
                 record.output_hash, record.output_files = promoted
                 record.device = reported_device(self.data.root / stage.output)
@@ -260,6 +268,18 @@ class Executor:
             stage, "failed", f"{describe_exit(code)}, log {self.data.root / record.log}"
         )
         return False
+
+    def _keep_aside(self, stage: StageDef, log: Path) -> None:
+        """Move an output path this orchestrator did not write out of the way, never delete it."""
+        output = self.data.root / stage.output
+        if not output.exists():
+            return
+        kept = output.with_name(f"{output.name}.kept-{now().replace(':', '')}")
+        os.replace(output, kept)
+        message = f"{stage.id}: {output} held files this orchestrator did not write: kept as {kept}"
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(message + "\n")
+        self.events.say(message)
 
     def _failure_message(self, stage: StageDef, record: Record) -> str:
         log = self.data.root / record.log

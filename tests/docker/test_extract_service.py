@@ -31,7 +31,10 @@ def test_extract_service_writes_the_feature_store(make_data) -> None:
     done = compose_run("extract", [*SMOKE, "--topk", "20"], data, uid, gid)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    store_dir = data / "work" / "features" / VARIANT
+    # its own place, never an orchestrator output path (work/features/<variant>), whose next
+    # promotion would have replaced this store with the stage's own
+    store_dir = data / "work" / "direct" / "features" / VARIANT
+    assert not (data / "work" / "features").exists()
     store = FeatureStore(store_dir)
     first = sorted(p.stem for p in (data / "hm" / "img").glob("*.png"))[:20]
     assert store.ids() == first  # --topk: the first 20 images by file name, ids = stems
@@ -53,7 +56,7 @@ def test_files_written_by_a_non_root_user_are_theirs(make_data) -> None:
     done = compose_run("extract", [*SMOKE, "--topk", "2"], data, OTHER_UID, OTHER_GID)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    assert len(FeatureStore(data / "work" / "features" / VARIANT)) == 2
+    assert len(FeatureStore(data / "work" / "direct" / "features" / VARIANT)) == 2
     assert owners(data / "work") == {(OTHER_UID, OTHER_GID)}
 
 
@@ -65,9 +68,7 @@ def test_extract_without_arguments_extracts_the_default_variants(make_data) -> N
     done = compose_run("extract", [], data, os.getuid(), os.getgid())
     assert done.returncode == 3, done.stderr[-3000:]  # HmDataError (MissingWeightsError)
     assert "faster_rcnn_from_caffe" in done.stderr
-    assert not (data / "work" / "features").exists() or not any(
-        (data / "work" / "features").iterdir()
-    )
+    assert not (data / "work").exists()
 
 
 def test_a_container_user_that_cannot_write_is_told_to_export_host_uid(make_data) -> None:

@@ -59,6 +59,9 @@ PREPARED_SPLITS = (*SPLITS, "traindev", "pretrain")
 SKIPPED_FILE = "skipped.json"
 SMOKE_SEED = 0
 DEFAULT_DATA = Path(os.environ.get("HM_DATA", "/data"))  # compose.yaml mounts it at /data
+# Where the direct CLI writes: never an orchestrator output path (work/features/<variant>),
+# whose next promotion would replace a store made here with the stage's own.
+DIRECT_OUT = DEFAULT_DATA / "work" / "direct" / "features"
 
 
 class UnreadableImageError(HmDataError):
@@ -420,7 +423,8 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="feature store, one variant only (default: /data/work/features/<variant>)",
+        help="feature store, one variant only (default: /data/work/direct/features/<variant>: "
+        "a place the orchestrator never writes)",
     )
     parser.add_argument(
         "--topk", type=int, default=None, help="only the first N images by file name"
@@ -492,7 +496,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
         items = list_images(args.images)[: args.topk]
         for variant in variants:
             weights_file = args.weights or DEFAULT_DATA / "weights" / WEIGHT_FILES[variant.weights]
-            out = args.out or DEFAULT_DATA / "work" / "features" / variant.name
+            out = args.out or DIRECT_OUT / variant.name
             summary = run_extraction(
                 items,
                 out,

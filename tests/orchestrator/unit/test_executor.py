@@ -61,6 +61,25 @@ def test_runs_promotes_records_and_then_caches(data: DataDir, runtime: ScriptRun
     assert [r["cached"] for r in read_trace(data.trace)][4:] == ["1"] * 4
 
 
+def test_an_output_path_it_never_wrote_is_kept_aside_not_deleted(
+    data: DataDir, runtime: ScriptRuntime
+) -> None:
+    # a store made by hand (the direct extract command, a copy) where stage b will promote
+    theirs = data.root / "work/b"
+    theirs.mkdir(parents=True)
+    (theirs / "store.lmdb").write_text("hours of work")
+    executor, _ = _execute(data, runtime, diamond())
+    (kept,) = data.root.glob("work/b.kept-*")
+    assert (kept / "store.lmdb").read_text() == "hours of work"
+    assert (data.root / "work/b/value.txt").is_file()
+    said = [m for kind, m in executor.events.events if kind == "say"]
+    assert said == [f"b: {theirs} held files this orchestrator did not write: kept as {kept}"]
+    assert said[0] in data.log("b").read_text()
+    # its own outputs it replaces as before: a rerun of b (params changed) keeps nothing aside
+    _execute(data, runtime, diamond({"b": {"sleep": 0}}))
+    assert len(list(data.root.glob("work/b.kept-*"))) == 1
+
+
 def test_early_cutoff_keeps_consumers_cached(data: DataDir, runtime: ScriptRuntime) -> None:
     stages = diamond()
     _execute(data, runtime, stages)

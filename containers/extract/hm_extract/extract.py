@@ -461,17 +461,18 @@ def _parser() -> argparse.ArgumentParser:
 def _missing_weights(variants: Sequence[Variant], weights_dir: Path, given: Path | None) -> None:
     """Fail before any extraction when a variant's upstream pickle is absent (full profile),
     naming every missing file at once."""
-    missing: dict[Path, list[str]] = {}
+    missing: dict[Path, list[Variant]] = {}
     for variant in variants:
         path = given or weights_dir / WEIGHT_FILES[variant.weights]
         if not path.is_file():
-            missing.setdefault(path, []).append(variant.name)
+            missing.setdefault(path, []).append(variant)
     if missing:
-        kinds = {given or weights_dir / WEIGHT_FILES[v.weights]: v.weights for v in variants}
-        lines = [
-            f"  {path}  (variants {', '.join(names)}; download {WEIGHT_URLS[kinds[path]]})"
-            for path, names in missing.items()
-        ]
+        lines = []
+        for path, needing in missing.items():
+            kinds = dict.fromkeys(v.weights for v in needing)
+            sources = ", ".join(f"{WEIGHT_FILES[k]} from {WEIGHT_URLS[k]}" for k in kinds)
+            names = ", ".join(v.name for v in needing)
+            lines.append(f"  {path}  (variants {names}; {sources})")
         raise MissingWeightsError(
             f"{len(missing)} detector weights file(s) not found (or run with --profile smoke):\n"
             + "\n".join(lines),

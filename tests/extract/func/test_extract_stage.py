@@ -109,10 +109,15 @@ def test_cli_names_every_missing_detector_file(tmp_path: Path) -> None:
     assert result.returncode == 3, result.stderr
     assert "2 detector weights file(s) not found" in result.stderr
     weights = tmp_path / "weights"
-    assert f"{weights / 'faster_rcnn_from_caffe_attr.pkl'}  (variants vgattr3636, vgattr10100;" in (
-        result.stderr
+    attr = "faster_rcnn_from_caffe_attr.pkl from http://nlp.cs.unc.edu/models/faster_rcnn_from_caffe_attr.pkl"
+    plain = (
+        "faster_rcnn_from_caffe.pkl from http://nlp.cs.unc.edu/models/faster_rcnn_from_caffe.pkl"
     )
-    assert f"{weights / 'faster_rcnn_from_caffe.pkl'}  (variants vg5050;" in result.stderr
+    assert (
+        f"{weights / 'faster_rcnn_from_caffe_attr.pkl'}  (variants vgattr3636, vgattr10100; {attr})"
+        in (result.stderr)
+    )
+    assert f"{weights / 'faster_rcnn_from_caffe.pkl'}  (variants vg5050; {plain})" in result.stderr
 
 
 def test_cli_skips_unreadable_images(tmp_path: Path, write_images) -> None:

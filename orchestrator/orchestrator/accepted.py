@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hm_shared.accepted import FILE_NAME
 from orchestrator.errors import RecipeError
 from orchestrator.stages import StageDef
 
-FILE = "accepted_params.json"
-
 
 def published(repo: Path, env: str) -> dict[str, dict[str, list[str]]] | None:
-    path = repo / "containers" / env / f"hm_{env}" / FILE
+    path = repo / "containers" / env / f"hm_{env}" / FILE_NAME
     if not path.is_file():
         return None
     try:

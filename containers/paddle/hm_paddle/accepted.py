@@ -6,14 +6,14 @@ rewrite it with `python -m hm_paddle.accepted --write`.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from hm_paddle.train import MODEL_PARAMS, TrainConfig
+from hm_shared.accepted import FILE_NAME, main, table_text
 from hm_shared.spec import TRAIN_STAGE_PARAMS
 
-PUBLISHED = Path(__file__).with_name("accepted_params.json")
+PUBLISHED = Path(__file__).with_name(FILE_NAME)
 
 
 def accepted_params() -> dict[str, dict[str, list[str]]]:
@@ -22,11 +22,8 @@ def accepted_params() -> dict[str, dict[str, list[str]]]:
 
 
 def published_text() -> str:
-    return json.dumps(accepted_params(), indent=1, sort_keys=True) + "\n"
+    return table_text(accepted_params())
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--write"]:
-        PUBLISHED.write_text(published_text())
-    else:
-        sys.stdout.write(published_text())
+    main(PUBLISHED, accepted_params, sys.argv[1:])

@@ -8,17 +8,17 @@ accept; after changing a config, rewrite it with `python -m hm_torch.accepted --
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
+from hm_shared.accepted import FILE_NAME, main, table_text
 from hm_shared.spec import TRAIN_STAGE_PARAMS
 from hm_torch.engine import TrainConfig
 from hm_torch.models import MODELS, PRETRAINERS
 from hm_torch.models.baseline import BaselineConfig
 from hm_torch.single_stream import RegionModelParams, _family_param_names
 
-PUBLISHED = Path(__file__).with_name("accepted_params.json")
+PUBLISHED = Path(__file__).with_name(FILE_NAME)
 
 
 def _names(cls: type) -> set[str]:
@@ -41,11 +41,8 @@ def accepted_params() -> dict[str, dict[str, list[str]]]:
 
 
 def published_text() -> str:
-    return json.dumps(accepted_params(), indent=1, sort_keys=True) + "\n"
+    return table_text(accepted_params())
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--write"]:
-        PUBLISHED.write_text(published_text())
-    else:
-        sys.stdout.write(published_text())
+    main(PUBLISHED, accepted_params, sys.argv[1:])

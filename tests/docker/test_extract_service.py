@@ -4,11 +4,14 @@ extract …` over a data directory given by DATA_DIR, as the user HOST_UID:HOST_
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from docker_helpers import compose_run
+from docker_helpers import REPO, compose_run
 
 from hm_shared.features import FeatureStore
 
@@ -84,3 +87,36 @@ def test_a_container_user_that_cannot_write_is_told_to_export_host_uid(make_data
     )
     assert "export HOST_UID=$(id -u) HOST_GID=$(id -g)" in done.stderr
     assert not (data / "work").exists()
+
+
+def _containers_named(name: str) -> list[str]:
+    found = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"name=^{name}$"], capture_output=True, text=True
+    )
+    return found.stdout.split()
+
+
+def test_hm_extract_stops_its_container_on_sigterm(make_data) -> None:
+    # `docker compose run` without a TTY leaves its container running when the client gets
+    # SIGTERM; `./hm extract` names the container and stops it.
+    data = make_data("data")
+    proc = subprocess.Popen(
+        [str(REPO / "hm"), "extract", *SMOKE],
+        env={**os.environ, "DATA_DIR": str(data)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    name = f"hm-extract-{proc.pid}"
+    store = data / "work" / "direct" / "features" / VARIANT
+    deadline = time.monotonic() + 300
+    while not (_containers_named(name) and store.is_dir()):  # extracting by now
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+        assert time.monotonic() < deadline, "the extract container never started"
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143  # the container's own exit: stopped by SIGTERM
+    deadline = time.monotonic() + 60
+    while _containers_named(name):
+        assert time.monotonic() < deadline, f"container {name} still exists"
+        time.sleep(0.5)

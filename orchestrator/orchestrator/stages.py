@@ -201,7 +201,9 @@ def build_stages(
                 inputs={
                     "prepared": prepared,
                     "hm": images,
-                    "weights": _weights_input((detector,)),
+                    # the smoke detector is random: a pickle dropped into data/weights must not
+                    # change its key
+                    **({"weights": _weights_input((detector,))} if profile == "full" else {}),
                 },
                 params={
                     "variant": variant,

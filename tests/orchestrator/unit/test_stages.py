@@ -59,6 +59,8 @@ def test_extract_stage_contract(tiny_recipes: Path) -> None:
         "max_boxes": 36,
     }
     assert extract.needs_accelerator
+    smoke = build_stages(load_recipes(tiny_recipes), ("U",), "smoke")
+    assert "weights" not in next(s for s in smoke if s.id == "extract/vgattr3636").inputs
 
 
 def test_stages_are_keyed_by_what_they_read() -> None:

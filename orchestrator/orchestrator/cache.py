@@ -16,12 +16,15 @@ from typing import Any
 
 from hm_shared.errors import HmDataError
 from hm_shared.io import atomic_write_json, sha256_file, sha256_json
+from hm_shared.spec import SPEC_FILE, STATS_FILE
 from orchestrator.errors import RecipeError
 from orchestrator.records import Record
 from orchestrator.stages import InputRef, StageDef
 
 MISSING = "missing"  # the hash of an external input that does not exist
-SPEC_FILE = "spec.json"
+# spec.json holds absolute paths that differ between runtimes; stats.json how the output was
+# made (a resumed extraction counts more detector passes), not what it holds
+UNHASHED = frozenset({SPEC_FILE, STATS_FILE})
 
 
 def key_parts(
@@ -77,12 +80,11 @@ def code_version(repo: Path, env: str) -> str:
 
 
 def _output_files(directory: Path) -> list[Path]:
-    """The files of a promoted output that count: temp files and spec.json left out (the spec
-    holds absolute paths that differ between runtimes)."""
+    """The files of a promoted output that count: temp files and `UNHASHED` left out."""
     return [
         p
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != SPEC_FILE and not p.name.endswith(".tmp")
+        if p.is_file() and p.name not in UNHASHED and not p.name.endswith(".tmp")
     ]
 
 

@@ -1,13 +1,15 @@
 """The stage graph of a selection: pure data built from the recipes (no I/O).
 
-    prepare ─┬─ extract/<variant> ─┬─ pretrain/<m>/<run> ─┐
-             │                      └──────────────────────┴─ train/<m>/<run>/{train,traindev}
-             └────────────────────────────────────────────────┘            │
-                                                             average/<m> ──┴─ ensemble ── report
+    prepare ─┬─ extract/<checkpoint> ─┬─ pretrain/<m>/<run> ─┐
+             │                         └──────────────────────┴─ train/<m>/<run>/{train,traindev}
+             └───────────────────────────────────────────────────┘            │
+                                                                average/<m> ──┴─ ensemble ── report
 
-Extract stages exist only for the variants that the selected models' runs name, once each,
-shared between models. A model with a pretrain section gets one pretrain stage per run (with
-that run's seed and features, as vilio's per-run bash scripts), feeding both of its fits.
+Extract stages exist only for the detector checkpoints ("attr", "plain") of the variants that
+the selected models' runs name, once each, shared between models; each writes every variant of
+its checkpoint (`work/features/<checkpoint>/<variant>/`). A model with a pretrain section gets
+one pretrain stage per run (with that run's seed and features, as vilio's per-run bash
+scripts), feeding both of its fits.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from orchestrator.recipes import DETECTOR_WEIGHTS, ModelRecipe, Recipes, Weight
+from orchestrator.recipes import DETECTOR_WEIGHTS, Recipes, Weight
 
 Profile = Literal["smoke", "full"]
 Kind = Literal["prepare", "extract", "pretrain", "train", "average", "ensemble", "report"]
@@ -95,9 +97,46 @@ def _merged(base: dict[str, Any], smoke: dict[str, Any], profile: Profile) -> di
     return {**base, **(smoke if profile == "smoke" else {})}
 
 
+def features_input(recipes: Recipes, variant: str) -> InputRef:
+    """A variant's store: a folder of its checkpoint's extract stage output."""
+    weights = recipes.extract[variant].weights
+    return InputRef(f"work/features/{weights}/{variant}", f"extract/{weights}")
+
+
+def _extract_stage(
+    recipes: Recipes, weights: str, profile: Profile, prepared: InputRef, images: InputRef
+) -> StageDef:
+    """One detector pass per image for every variant the recipes declare on checkpoint
+    `weights`, wanted by the selected models or not: a model added later that needs another
+    of them then runs no detector pass (the selection is cheap; docs/architecture.md §2)."""
+    detector = DETECTOR_WEIGHTS[weights]
+    variants = {
+        name: {"min_boxes": spec.min_boxes, "max_boxes": spec.max_boxes}
+        for name, spec in sorted(recipes.extract.items())
+        if spec.weights == weights
+    }
+    return StageDef(
+        id=f"extract/{weights}",
+        kind="extract",
+        env="extract",
+        output=f"work/features/{weights}",
+        inputs={
+            "prepared": prepared,
+            "hm": images,
+            # the smoke detector is random: a pickle dropped into data/weights must not
+            # change its key
+            **({"weights": _weights_input((detector,))} if profile == "full" else {}),
+        },
+        params={"weights": weights, "variants": variants},
+        profile=profile,
+        weights=(detector,),
+    )
+
+
 def _model_stages(
-    letter: str, model: ModelRecipe, profile: Profile, prepared: InputRef, images: InputRef
+    letter: str, recipes: Recipes, profile: Profile, prepared: InputRef, images: InputRef
 ) -> list[StageDef]:
+    model = recipes.models[letter]
     stages: list[StageDef] = []
     weights = tuple(model.weights)
     common: dict[str, InputRef] = {"prepared": prepared}
@@ -111,7 +150,7 @@ def _model_stages(
         named = {"features": run.features, "extra_features": run.extra_features}
         for name, variant in named.items():
             if variant:
-                run_inputs[name] = InputRef(f"work/features/{variant}", f"extract/{variant}")
+                run_inputs[name] = features_input(recipes, variant)
         if model.pretrain is not None:
             pretrain = StageDef(
                 id=f"pretrain/{letter}/{run.name}",
@@ -188,35 +227,11 @@ def build_stages(
     prepared = InputRef(prepare.output, prepare.id)
     images = InputRef("hm", keyed_by="prepared")
     stages = [prepare]
-    variants = dict.fromkeys(v for m in models for v in recipes.models[m].variants())
-    for variant in variants:
-        spec = recipes.extract[variant]
-        detector = DETECTOR_WEIGHTS[spec.weights]
-        stages.append(
-            StageDef(
-                id=f"extract/{variant}",
-                kind="extract",
-                env="extract",
-                output=f"work/features/{variant}",
-                inputs={
-                    "prepared": prepared,
-                    "hm": images,
-                    # the smoke detector is random: a pickle dropped into data/weights must not
-                    # change its key
-                    **({"weights": _weights_input((detector,))} if profile == "full" else {}),
-                },
-                params={
-                    "variant": variant,
-                    "weights": spec.weights,
-                    "min_boxes": spec.min_boxes,
-                    "max_boxes": spec.max_boxes,
-                },
-                profile=profile,
-                weights=(detector,),
-            )
-        )
+    needed = dict.fromkeys(v for m in models for v in recipes.models[m].variants())
+    for weights in dict.fromkeys(recipes.extract[v].weights for v in needed):
+        stages.append(_extract_stage(recipes, weights, profile, prepared, images))
     for letter in models:
-        stages += _model_stages(letter, recipes.models[letter], profile, prepared, images)
+        stages += _model_stages(letter, recipes, profile, prepared, images)
     preds = {f"model:{m}": InputRef(f"work/preds/{m}", f"average/{m}") for m in models}
     ensemble = StageDef(
         id="ensemble",

@@ -12,6 +12,10 @@ from hm_shared.errors import SpecError
 from hm_shared.io import atomic_write_text
 
 SPEC_FORMAT_VERSION = 1
+SPEC_FILE = "spec.json"
+# Facts about how a stage's output was made (counters such as the extract stage's detector
+# passes), written beside it: not its content, so left out of the output hash and file list.
+STATS_FILE = "stats.json"
 # The params the orchestrator sets on every train stage from the recipe's run row
 # (docs/architecture.md §7), besides the model's own: hm_torch and hm_paddle keep them apart.
 TRAIN_STAGE_PARAMS = (

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in VERBS:
         return run_verb("hm_extract", VERBS, argv)
-    from hm_extract.extract import cli
+    from hm_extract.cli import cli
 
     return cli(argv)
 

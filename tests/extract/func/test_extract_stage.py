@@ -41,15 +41,22 @@ def _data_root(tmp_path: Path, write_images) -> Path:
     return root
 
 
+ATTEMPT = "work/.attempts/extract-attr/k1"
+ATTR_VARIANTS = {
+    "vgattr3636": {"min_boxes": 36, "max_boxes": 36},
+    "vgattr10100": {"min_boxes": 10, "max_boxes": 100},
+}
+
+
 def _spec(root: Path, profile: str = "smoke") -> Path:
     spec = StageSpec(
-        stage="extract/vgattr3636",
+        stage="extract/attr",
         kind="extract",
         env="extract",
         data_root=str(root),
-        output="work/.attempts/extract-vgattr3636/k1",
+        output=ATTEMPT,
         inputs={"prepared": "work/prepared", "hm": "hm", "weights": "weights"},
-        params={"variant": "vgattr3636", "weights": "attr", "min_boxes": 36, "max_boxes": 36},
+        params={"weights": "attr", "variants": ATTR_VARIANTS},
         profile=profile,
         device="cpu",
     )
@@ -68,24 +75,38 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_stage_writes_a_store_and_a_rerun_extracts_nothing(tmp_path: Path, write_images) -> None:
+def test_stage_writes_every_store_in_one_pass_and_a_rerun_detects_nothing(
+    tmp_path: Path, write_images
+) -> None:
     root = _data_root(tmp_path, write_images)
     spec = _spec(root)
     first = _run("extract", "--spec", str(spec))
     assert first.returncode == 0, first.stderr
-    assert "extracted 3" in first.stderr
-    store = FeatureStore(root / "work/.attempts/extract-vgattr3636/k1")
-    assert sorted(store.ids()) == ["00001", "00002", "00003"]
-    for image_id, (h, w) in zip(("00001", "00002", "00003"), SIZES, strict=True):
-        regions = store[image_id]
-        assert (regions.image_h, regions.image_w) == (h, w)
-        assert 1 <= regions.num_boxes <= 36 and regions.features.shape[1] == 2048
-        assert (np.asarray(regions.boxes[:, 2]) <= w).all()
-        assert (np.asarray(regions.attr_conf) > 0).all()  # attribute weights: real attributes
+    assert "detector pass over 3 of 3 images" in first.stderr
+    attempt = root / ATTEMPT
+    stats = json.loads((attempt / "stats.json").read_text())
+    assert stats == {
+        "weights": "attr",
+        "variants": ["vgattr10100", "vgattr3636"],
+        "images": 3,
+        "detector_images": 3,
+    }
+    for variant, boxes in ATTR_VARIANTS.items():
+        store = FeatureStore(attempt / variant)
+        assert sorted(store.ids()) == ["00001", "00002", "00003"]
+        for image_id, (h, w) in zip(("00001", "00002", "00003"), SIZES, strict=True):
+            regions = store[image_id]
+            assert (regions.image_h, regions.image_w) == (h, w)
+            assert 1 <= regions.num_boxes <= boxes["max_boxes"]
+            assert regions.features.shape[1] == 2048
+            assert (np.asarray(regions.boxes[:, 2]) <= w).all()
+            assert (np.asarray(regions.attr_conf) > 0).all()  # attribute weights: attributes
     second = _run("extract", "--spec", str(spec))
     assert second.returncode == 0, second.stderr
-    assert "extracted 0, already present 3" in second.stderr
-    assert len(FeatureStore(root / "work/.attempts/extract-vgattr3636/k1")) == 3
+    assert "detector pass over 0 of 3 images" in second.stderr
+    assert "vgattr3636 added 0, already present 3" in second.stderr
+    assert json.loads((attempt / "stats.json").read_text())["detector_images"] == 3
+    assert len(FeatureStore(attempt / "vgattr3636")) == 3
 
 
 def test_full_profile_without_weights_names_file_and_url(tmp_path: Path, write_images) -> None:

@@ -2,10 +2,11 @@
 
 1. `orchestrator run --models U,O,V --topk 20 --profile smoke --runtime local` (issue 4, with
    `--jobs 2` to overlap the stages' start-up): every run of U, O and V (3 each), O and V
-   pre-trained once per run, per-model seed averages and the ensemble; the five variants those
-   runs read are extracted once each, for all readers.
-2. `orchestrator run --models ES,EL …` (issue 5) on the same data directory: only the variant
-   new to ERNIE-ViL (`vg10100`) is extracted; the shared ones are reused.
+   pre-trained once per run, per-model seed averages and the ensemble; their five variants come
+   from both detector checkpoints: exactly two detector passes per image (issue 12: the
+   counter each extract stage records), which also write the sixth variant (`vg10100`).
+2. `orchestrator run --models ES,EL …` (issue 5) on the same data directory: the variant new
+   to ERNIE-ViL (`vg10100`) is already there: no extract stage, no detector pass.
 3. `--models U,O,V,ES,EL,X,D` (issue 11): the two-stream X and D read variants that are
    already extracted: only their stages (X pre-trained once per run), the ensemble and the
    report run, over all seven models.
@@ -39,7 +40,15 @@ ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 SINGLE = ("U", "O", "V")
 ERNIE = ("ES", "EL")
 TWO_STREAM = ("X", "D")
-VARIANTS = {"vgattr5050": 50, "vgattr7272": 72, "vgattr3636": 36, "vg5050": 50, "vgattr10100": 0}
+# variant → (detector checkpoint, boxes per image; 0: 10 to 100)
+VARIANTS = {
+    "vgattr3636": ("attr", 36),
+    "vgattr5050": ("attr", 50),
+    "vgattr7272": ("attr", 72),
+    "vgattr10100": ("attr", 0),
+    "vg5050": ("plain", 50),
+    "vg10100": ("plain", 0),
+}
 SPLITS = ("dev_seen", "test_seen", "test_unseen")
 PREPARED = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen", "traindev", "pretrain")
 
@@ -96,7 +105,7 @@ def test_region_models_share_variants_average_seeds_and_rerun_nothing(
     done = _run(data.root, SINGLE, venvs)
     assert done.returncode == 0, done.stderr[-5000:]
     ran = _ran(data, 0)
-    assert [s for s in ran if s.startswith("extract/")] == sorted(f"extract/{v}" for v in VARIANTS)
+    assert [s for s in ran if s.startswith("extract/")] == ["extract/attr", "extract/plain"]
     for letter in SINGLE:
         runs = [run.name for run in recipes.models[letter].runs]
         assert len(runs) == 3
@@ -111,18 +120,27 @@ def test_region_models_share_variants_average_seeds_and_rerun_nothing(
     # each store holds every image the prepared splits reference, once
     splits = [data.work / "prepared" / f"{name}.jsonl" for name in PREPARED]
     wanted = sorted({m.id for path in splits if path.is_file() for m in read_prepared(path)})
-    for variant, boxes in VARIANTS.items():
-        store = FeatureStore(data.work / "features" / variant)
+    for variant, (checkpoint, boxes) in VARIANTS.items():
+        store = FeatureStore(data.work / "features" / checkpoint / variant)
         assert sorted(store.ids()) == wanted, variant
         count = len(store[wanted[0]].boxes)
         assert count == boxes if boxes else 10 <= count <= 100, (variant, count)
+    # two detector passes per image, one per checkpoint, for all six variants
+    passes = {
+        checkpoint: json.loads((data.work / "features" / checkpoint / "stats.json").read_text())
+        for checkpoint in ("attr", "plain")
+    }
+    assert {c: (p["images"], p["detector_images"]) for c, p in passes.items()} == {
+        "attr": (len(wanted), len(wanted)),
+        "plain": (len(wanted), len(wanted)),
+    }
 
-    # 2. ERNIE-ViL on the same data dir: only its new variant is extracted
+    # 2. ERNIE-ViL on the same data dir: its new variant was written by the plain pass
     rows = len(read_trace(data.trace))
     ernie = _run(data.root, ERNIE, venvs)
     assert ernie.returncode == 0, ernie.stderr[-5000:]
     ran = _ran(data, rows)
-    assert [s for s in ran if s.startswith("extract/")] == ["extract/vg10100"]
+    assert [s for s in ran if s.startswith("extract/")] == []
     assert "prepare" not in ran
     for letter in ERNIE:
         _assert_seed_average(data, letter, [run.name for run in recipes.models[letter].runs])
@@ -149,10 +167,11 @@ def test_region_models_share_variants_average_seeds_and_rerun_nothing(
         assert read_predictions(data.work / "ensemble" / f"FIN_{split}.csv").ids.size > 0
 
     # 4. a rerun runs nothing: every stage cached, the stores untouched
-    stamps = {v: (data.work / "features" / v).stat().st_mtime_ns for v in VARIANTS}
+    stores = [data.work / "features" / c / v for v, (c, _) in VARIANTS.items()]
+    stamps = {store: (store / "features.f32").stat().st_mtime_ns for store in stores}
     rows = len(read_trace(data.trace))
     again = _run(data.root, everything, venvs)
     assert again.returncode == 0, again.stderr[-5000:]
     rerun = read_trace(data.trace)[rows:]
     assert rerun and {row["cached"] for row in rerun} == {"1"}
-    assert stamps == {v: (data.work / "features" / v).stat().st_mtime_ns for v in VARIANTS}
+    assert stamps == {store: (store / "features.f32").stat().st_mtime_ns for store in stores}

@@ -86,7 +86,7 @@ def test_input_changed_when_upstream_output_differs(stages) -> None:
     records["prepare"] = records["prepare"].model_copy(update={"output_hash": "other"})
     reasons = _reasons(stages, records)
     assert reasons["prepare"] == "cached"
-    assert reasons["extract/vgattr3636"] == "input prepared changed"
+    assert reasons["extract/attr"] == "input prepared changed"
     assert reasons["train/U/U36/train"] == "input prepared changed"
 
 
@@ -101,13 +101,13 @@ def test_env_lock_changed(stages) -> None:
     hashes = Fingerprints(HASHES.inputs, {**HASHES.env_locks, "torch": "new"}, HASHES.code)
     reasons = _reasons(stages, records, hashes)
     assert reasons["train/U/U36/train"] == "env lock changed"
-    assert reasons["extract/vgattr3636"] == "cached"
+    assert reasons["extract/attr"] == "cached"
 
 
 def test_code_changed(stages) -> None:
     records = _all_done(stages)
     hashes = Fingerprints(HASHES.inputs, HASHES.env_locks, {**HASHES.code, "extract": "new"})
-    assert _reasons(stages, records, hashes)["extract/vgattr3636"] == "code changed"
+    assert _reasons(stages, records, hashes)["extract/attr"] == "code changed"
 
 
 def test_incomplete_and_failed_attempts(stages) -> None:
@@ -133,7 +133,7 @@ def test_output_missing_or_changed(stages) -> None:
     reasons = _reasons(stages, records, problems={"prepare": "output changed: train.jsonl missing"})
     assert reasons["prepare"] == "output changed: train.jsonl missing"
     # a consumer waits for the rebuilt output: cached at run time if it comes out identical
-    assert reasons["extract/vgattr3636"] == "input prepared will be rebuilt"
+    assert reasons["extract/attr"] == "input prepared will be rebuilt"
 
 
 def test_profile_change_is_a_params_change(tiny_recipes: Path, stages) -> None:

@@ -9,22 +9,19 @@ from orchestrator.stages import build_stages, required_weights
 def test_graph_shares_extract_between_models(tiny_recipes: Path) -> None:
     stages = build_stages(load_recipes(tiny_recipes), ("U", "O"), "smoke", topk=20)
     ids = [s.id for s in stages]
+    # one stage per detector checkpoint: U and O read two attr variants, no run a plain one
     extracts = [i for i in ids if i.startswith("extract/")]
-    assert extracts == ["extract/vgattr3636", "extract/vgattr5050"]
-    assert "extract/vg5050" not in ids  # no selected run names it
+    assert extracts == ["extract/attr"]
     assert ids[0] == "prepare" and ids[-2:] == ["ensemble", "report"]
     by_id = {s.id: s for s in stages}
     order = list(TopologicalSorter({s.id: s.deps for s in stages}).static_order())
     assert (
-        order.index("extract/vgattr5050")
+        order.index("extract/attr")
         < order.index("pretrain/O/O50")
         < order.index("train/O/O50/train")
     )
-    assert by_id["train/O/O50/traindev"].deps == [
-        "extract/vgattr5050",
-        "prepare",
-        "pretrain/O/O50",
-    ]
+    assert by_id["train/O/O50/traindev"].deps == ["extract/attr", "prepare", "pretrain/O/O50"]
+    assert by_id["train/O/O50/traindev"].inputs["features"].path == "work/features/attr/vgattr5050"
     pretrain = by_id["pretrain/O/O50"].params
     assert (pretrain["seed"], pretrain["features"], pretrain["epochs"]) == (50, "vgattr5050", 1)
     assert by_id["train/O/O50/train"].params["valid"] == "dev_seen"
@@ -41,26 +38,44 @@ def test_graph_shares_extract_between_models(tiny_recipes: Path) -> None:
 
 def test_extract_stage_contract(tiny_recipes: Path) -> None:
     stages = build_stages(load_recipes(tiny_recipes), ("U",), "full")
-    extract = next(s for s in stages if s.id == "extract/vgattr3636")
+    extract = next(s for s in stages if s.id == "extract/attr")
     assert (extract.env, extract.verb, extract.output) == (
         "extract",
         "extract",
-        "work/features/vgattr3636",
+        "work/features/attr",
     )
     assert {k: v.path for k, v in extract.inputs.items()} == {
         "prepared": "work/prepared",
         "hm": "hm",
         "weights": "weights",
     }
+    assert extract.inputs["weights"].files == ("faster_rcnn_from_caffe_attr.pkl",)
+    # every attr variant of the recipes, not only the ones U reads: a model added later that
+    # needs another one runs no detector pass
     assert extract.params == {
-        "variant": "vgattr3636",
         "weights": "attr",
-        "min_boxes": 36,
-        "max_boxes": 36,
+        "variants": {
+            "vgattr3636": {"min_boxes": 36, "max_boxes": 36},
+            "vgattr5050": {"min_boxes": 50, "max_boxes": 50},
+        },
     }
     assert extract.needs_accelerator
     smoke = build_stages(load_recipes(tiny_recipes), ("U",), "smoke")
-    assert "weights" not in next(s for s in smoke if s.id == "extract/vgattr3636").inputs
+    assert "weights" not in next(s for s in smoke if s.id == "extract/attr").inputs
+
+
+def test_one_extract_stage_per_checkpoint_for_the_shipped_recipes() -> None:
+    recipes = load_recipes(DEFAULT_RECIPES)
+    every = [
+        s for s in build_stages(recipes, tuple(recipes.models), "smoke") if s.kind == "extract"
+    ]
+    assert [(s.id, sorted(s.params["variants"])) for s in every] == [
+        ("extract/attr", ["vgattr10100", "vgattr3636", "vgattr5050", "vgattr7272"]),
+        ("extract/plain", ["vg10100", "vg5050"]),
+    ]
+    # U alone: three attr variants read, one detector checkpoint, one stage
+    u_only = [s.id for s in build_stages(recipes, ("U",), "smoke") if s.kind == "extract"]
+    assert u_only == ["extract/attr"]
 
 
 def test_stages_are_keyed_by_what_they_read() -> None:
@@ -68,7 +83,7 @@ def test_stages_are_keyed_by_what_they_read() -> None:
     # prepared (its images.json); the region models read features, not data/hm at all
     stages = {s.id: s for s in build_stages(load_recipes(DEFAULT_RECIPES), ("B", "U"), "smoke")}
     assert stages["prepare"].keyed_inputs.keys() == {"hm"}
-    for sid in ("extract/vgattr5050", "train/B/B42/train"):
+    for sid in ("extract/attr", "train/B/B42/train"):
         assert stages[sid].inputs["hm"].keyed_by == "prepared", sid
         assert "hm" not in stages[sid].keyed_inputs and "prepared" in stages[sid].keyed_inputs
     assert "hm" not in stages["train/U/U50/train"].inputs

@@ -40,7 +40,7 @@ def images() -> None:
 
 
 @images.command("build")
-@click.argument("names", nargs=-1, type=click.Choice(image_builds.ENVS))
+@click.argument("names", nargs=-1, type=click.Choice(image_builds.IMAGES))
 @click.option(
     "--base-image",
     default=None,
@@ -49,10 +49,14 @@ def images() -> None:
 def images_build(names: tuple[str, ...], base_image: str | None) -> None:
     """Build the wheelhouse, the base image and the images of the named environments.
 
+    With no name: extract, torch and paddle. `paddle-gpu` is paddle's GPU build (paddlepaddle-gpu,
+    CUDA 11.8 + cuDNN 8.6 from NVIDIA's wheels), which `--runtime docker --gpus …` runs ES/EL in.
+
     Example:
 
     \b
         orchestrator images build
+        orchestrator images build paddle-gpu
         orchestrator images build torch --base-image python:3.11-slim-bookworm
     """
     times = image_builds.build_all(api.REPO, names or image_builds.ENVS, base_image)

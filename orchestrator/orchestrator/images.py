@@ -19,6 +19,11 @@ from hm_shared.errors import HmError
 from hm_shared.io import atomic_write_text
 
 ENVS = ("extract", "torch", "paddle")
+# Images built only when asked for (`orchestrator images build paddle-gpu`): image → (the
+# environment whose code it runs, its lock file). torch wheels carry their CUDA libraries, so
+# only paddle needs a GPU build of its own; the GPU services of compose.yaml run these.
+GPU_IMAGES: dict[str, tuple[str, str]] = {"paddle-gpu": ("paddle", "requirements-gpu.lock")}
+IMAGES = (*ENVS, *GPU_IMAGES)
 LOCAL_BASE_IMAGE = "hm-base:bookworm"
 REGISTRY_BASE_IMAGE = "python:3.11-slim-bookworm"
 
@@ -89,8 +94,15 @@ def install_compose_plugin() -> None:
     target.chmod(0o755)
 
 
-def lock_path(repo: Path, env: str) -> Path:
-    return repo / "containers" / env / "requirements.lock"
+def lock_path(repo: Path, image: str) -> Path:
+    """The lock file an image (an environment, or one of `GPU_IMAGES`) is built from."""
+    env, lock = GPU_IMAGES.get(image, (image, "requirements.lock"))
+    return repo / "containers" / env / lock
+
+
+def gpu_image(env: str) -> str:
+    """The image that an environment's stages with a GPU lease run in (its compose GPU service)."""
+    return f"{env}-gpu" if f"{env}-gpu" in GPU_IMAGES else env
 
 
 def pinned_lines(lock: Path) -> list[str]:
@@ -146,16 +158,10 @@ def compose_env(base_image: str | None = None) -> dict[str, str]:
 
 
 def build_images(repo: Path, envs: tuple[str, ...] = ENVS, base_image: str | None = None) -> None:
-    cmd = [
-        "docker",
-        "compose",
-        "-f",
-        str(repo / "compose.yaml"),
-        "--profile",
-        "stages",
-        "build",
-        *envs,
-    ]
+    profiles = ["--profile", "stages"]
+    if any(name in GPU_IMAGES for name in envs):
+        profiles += ["--profile", "gpu"]
+    cmd = ["docker", "compose", "-f", str(repo / "compose.yaml"), *profiles, "build", *envs]
     if subprocess.run(cmd, cwd=repo, env=compose_env(base_image)).returncode != 0:
         raise HmError(f"`{' '.join(cmd)}` failed (see the build output above)")
 

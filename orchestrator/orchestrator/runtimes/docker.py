@@ -71,37 +71,43 @@ class ContainerProcess(subprocess.Popen[bytes]):
 
 class DockerRuntime(Runtime):
     name = "docker"
+    gpu_leases = False  # set by check_gpus: the stages will run the GPU services
 
     def ensure(self, env: str, say: Say) -> EnvInfo:
-        lock = lock_file(self.config.repo, env)
-        want = sha256_file(lock)
+        want = sha256_file(lock_file(self.config.repo, env))
         if env == "host":
             return EnvInfo(want)
         try:
             images.check_docker()
         except images.DockerUnavailable as exc:
             raise RuntimeUnavailable(str(exc)) from None
-        name = images.image_name(env)  # honours HM_IMAGE_TAG, as compose.yaml does
-        image = images.image_id(env)
+        # With GPU leases an environment's stages run its GPU service, whose image may be
+        # another build (paddle-gpu); the cache key keeps the environment's own lock.
+        image_kind = images.gpu_image(env) if self.gpu_leases else env
+        lock = images.lock_path(self.config.repo, image_kind)
+        name = images.image_name(image_kind)  # honours HM_IMAGE_TAG, as compose.yaml does
+        image = images.image_id(image_kind)
         if image is None:
             raise RuntimeUnavailable(
-                f"the image {name} is not built: run `./hm images` "
-                f"(or `orchestrator images build {env}`) first"
+                f"the image {name} is not built: run `./hm images {image_kind}` "
+                f"(or `orchestrator images build {image_kind}`) first"
             )
         baked = subprocess.run(
             ["docker", "run", "--rm", "--entrypoint", "sha256sum", image, "/opt/requirements.lock"],
             capture_output=True,
             text=True,
         )
-        if baked.returncode != 0 or baked.stdout.split()[:1] != [want]:
+        if baked.returncode != 0 or baked.stdout.split()[:1] != [sha256_file(lock)]:
             relative = lock.relative_to(self.config.repo)
             raise RuntimeUnavailable(
                 f"the image {name} was built from another {relative}: "
-                f"rebuild it with `./hm images` (or `orchestrator images build {env}`)"
+                f"rebuild it with `./hm images {image_kind}` "
+                f"(or `orchestrator images build {image_kind}`)"
             )
         return EnvInfo(want, image=image)
 
     def check_gpus(self, gpus: tuple[str, ...]) -> None:
+        self.gpu_leases = bool(gpus)
         if not gpus:
             return
         try:

@@ -132,13 +132,16 @@ def test_code_version_tracks_py_sources(tmp_path: Path) -> None:
     assert code_version(tmp_path, "host") == host  # host stages do not depend on hm_torch
 
 
-def test_output_hash_ignores_spec_and_temp_files(tmp_path: Path) -> None:
+def test_output_hash_ignores_spec_stats_and_temp_files(tmp_path: Path) -> None:
     (tmp_path / "predictions").mkdir()
     (tmp_path / "predictions" / "dev_seen.csv").write_text("id,proba,label\n")
     before = output_hash(tmp_path)
     (tmp_path / "spec.json").write_text('{"data_root": "/data"}')
     (tmp_path / ".x.tmp").write_text("partial")
+    # how the output was made (a resumed extraction counts more detector passes), not what it is
+    (tmp_path / "stats.json").write_text('{"detector_images": 85}')
     assert output_hash(tmp_path) == before
+    assert "stats.json" not in output_files(tmp_path)
     os.remove(tmp_path / "predictions" / "dev_seen.csv")
     assert output_hash(tmp_path) != before
 

@@ -14,8 +14,9 @@ builds a random full-size detector (fixed seed) with `BUTDConfig.smoke()` input 
 round-trips it through the upstream pickle format, so the real loading path runs; profile
 `full` needs the real pickle. The direct CLI is `hm_extract.cli`.
 
-Resumable: images already in every store are skipped and rows are committed after every batch,
-so a killed run loses at most one batch and never writes a row twice.
+Resumable: images already in every store are skipped and rows are committed every
+`COMMIT_EVERY_S` seconds and at the end, so a killed run loses at most those seconds of work and
+never writes a row twice.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,10 @@ from hm_shared.spec import STATS_FILE, StageSpec
 
 SKIPPED_FILE = "skipped.json"
 SMOKE_SEED = 0
+# Rows are committed (fsync of every store) at least this often and after the last batch: a
+# killed run redoes at most these seconds of work. Committing after every image cost more than
+# a smoke-size detector pass (7 files fsynced per store).
+COMMIT_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ def extract_images(
         progress = stack.enter_context(_progress())
         task = progress.add_task(description, total=len(todo))
         preprocess = detector.transform.preprocess
+        committed = time.monotonic()
         for batch in decoded_batches(todo, batch_size, preprocess, workers):
             readable = _readable(batch, skip_unreadable, skipped)
             if readable:
@@ -153,15 +160,26 @@ def extract_images(
                         )
                         writer.add(_row(loaded, regions))
                         summary.added[target.name] += 1
-            for writer in writers.values():
-                writer.flush()  # commit every batch: a killed run resumes after it
-            if skipped:
-                entries = sorted(skipped.values(), key=lambda s: s["id"])
-                for target in targets:
-                    atomic_write_json(Path(target.out_dir) / SKIPPED_FILE, entries)
+            if time.monotonic() - committed >= COMMIT_EVERY_S:
+                _commit(writers.values(), targets, skipped)  # a killed run resumes after it
+                committed = time.monotonic()
             progress.advance(task, len(batch))
+        _commit(writers.values(), targets, skipped)
     summary.skipped = sorted(skipped.values(), key=lambda s: s["id"])
     return summary
+
+
+def _commit(
+    writers: Iterable[FeatureStoreWriter],
+    targets: Sequence[StoreTarget],
+    skipped: dict[str, dict[str, str]],
+) -> None:
+    for writer in writers:
+        writer.flush()
+    if skipped:
+        entries = sorted(skipped.values(), key=lambda s: s["id"])
+        for target in targets:
+            atomic_write_json(Path(target.out_dir) / SKIPPED_FILE, entries)
 
 
 def _readable(
@@ -370,8 +388,9 @@ def extract_stage(spec: StageSpec) -> None:
         description=f"extract {weights} ({', '.join(t.name for t in targets)})",
         workers=default_workers(device),
     )
-    # The detector-pass counter adds up over the attempts that built this output (a killed
-    # attempt's last batch is detected again): the cost, not the content, so not hashed.
+    # The detector-pass counter adds up over the runs of this attempt dir that completed (a
+    # killed run writes none; the next one detects what it left uncommitted and counts that):
+    # the cost, not the content, so not hashed.
     stats_path = spec.output_dir / STATS_FILE
     before = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     atomic_write_json(

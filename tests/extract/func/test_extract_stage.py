@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.slow  # full-size detector (smoke input sizes) in subpr
 SIZES = ((37, 251), (120, 90), (64, 64))
 
 
-def _data_root(tmp_path: Path, write_images) -> Path:
+def _data_root(tmp_path: Path, write_images, sizes: tuple[tuple[int, int], ...] = SIZES) -> Path:
     root = tmp_path / "data"
-    ids = write_images(root / "hm" / "img", SIZES)
+    ids = write_images(root / "hm" / "img", sizes)
     write_images(root / "hm" / "img", ((50, 50),), first_id=99)  # in no split: not extracted
     prepared = root / "work" / "prepared"
     prepared.mkdir(parents=True)
@@ -48,19 +49,19 @@ ATTR_VARIANTS = {
 }
 
 
-def _spec(root: Path, profile: str = "smoke") -> Path:
+def _spec(root: Path, profile: str = "smoke", output: str = ATTEMPT) -> Path:
     spec = StageSpec(
         stage="extract/attr",
         kind="extract",
         env="extract",
         data_root=str(root),
-        output=ATTEMPT,
+        output=output,
         inputs={"prepared": "work/prepared", "hm": "hm", "weights": "weights"},
         params={"weights": "attr", "variants": ATTR_VARIANTS},
         profile=profile,
         device="cpu",
     )
-    path = root / f"spec-{profile}.json"
+    path = root / f"spec-{profile}-{Path(output).name}.json"
     spec.write(path)
     return path
 
@@ -177,3 +178,38 @@ def test_cli_skips_unreadable_images(tmp_path: Path, write_images) -> None:
     )
     assert failing.returncode == 3 and "00000.png" in failing.stderr
     assert "--skip-unreadable" in failing.stderr
+
+
+def test_a_stage_killed_mid_pass_resumes_to_the_stores_of_an_unbroken_run(
+    tmp_path: Path, write_images
+) -> None:
+    # SIGKILL once the first commit (after COMMIT_EVERY_S) is on disk, rerun: only the images
+    # not committed go through the detector again, and every store equals an unbroken run's.
+    sizes = tuple((90 + 7 * i, 160 - 3 * i) for i in range(40))
+    root = _data_root(tmp_path, write_images, sizes)
+    spec = _spec(root)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hm_extract", "extract", "--spec", str(spec)],
+        stderr=subprocess.DEVNULL,
+    )
+    store = root / ATTEMPT / "vgattr3636"
+    deadline = time.monotonic() + 300
+    while not ((store / "index.npy").is_file() and len(FeatureStore(store)) > 0):
+        assert proc.poll() is None, "the stage ended before its first commit"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    committed = len(FeatureStore(root / ATTEMPT / "vgattr3636"))
+    assert 0 < committed < 40
+    resumed = _run("extract", "--spec", str(spec))
+    assert resumed.returncode == 0, resumed.stderr
+    stats = json.loads((root / ATTEMPT / "stats.json").read_text())
+    assert stats["detector_images"] == 40 - committed  # the killed run wrote no stats
+    clean = _run("extract", "--spec", str(_spec(root, output="work/.attempts/extract-attr/k2")))
+    assert clean.returncode == 0, clean.stderr
+    for variant in ATTR_VARIANTS:
+        for name in ("index.npy", "features.f32", "boxes.f32", "attr_ids.i64"):
+            a = (root / ATTEMPT / variant / name).read_bytes()
+            b = (root / "work/.attempts/extract-attr/k2" / variant / name).read_bytes()
+            assert a == b, (variant, name)

@@ -24,6 +24,7 @@ from orchestrator.recipes import DEFAULT_RECIPES, Weight, load_recipes
 from orchestrator.records import Record, read_record
 from orchestrator.runtimes import Runtime, RuntimeConfig, Say, make_runtime
 from orchestrator.runtimes.local import LocalRuntime
+from orchestrator.slurm import SlurmOptions
 from orchestrator.stages import Profile, StageDef, build_stages, required_weights
 from orchestrator.weights import FetchResult, present
 
@@ -250,6 +251,7 @@ def run(
     jobs: int | None = None,
     on_error: OnError = "fail",
     synthetic: bool = False,
+    slurm: SlurmOptions | None = None,
 ) -> RunResult:
     """Check weights (full profile), lock the data dir, make sure a dataset exists, plan, execute.
 
@@ -268,6 +270,14 @@ def run(
         changed = changed_weights(data, stages)
         if changed:
             raise weights_lock.changed_weights_error(data.weights, changed, selection.models)
+    if slurm is not None and settings.runtime != "local":
+        # a cancelled job would stop the compose client and leave its container running
+        raise HmError(
+            f"--executor slurm runs stages through --runtime local (venvs on a file system the "
+            f"nodes share); --runtime {settings.runtime} under SLURM is not supported yet"
+        )
+    if slurm is not None and gpus:
+        raise HmError("--gpus leases GPUs of this machine; under SLURM use --slurm-gpus N")
     resolve = runtime_resolver(settings)
     gpus = resolve_gpus(gpus)
     resolve("extract").check_gpus(gpus)  # the chosen runtime: can it hand out these GPUs?
@@ -286,6 +296,7 @@ def run(
                 jobs=jobs or max(1, len(gpus)),
                 gpus=gpus,
                 on_error=on_error,
+                slurm=slurm,
             )
             outcome = executor.execute(planned)
     ensemble, report = data.root / "work/ensemble", data.root / "work/report/index.html"

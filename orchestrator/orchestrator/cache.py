@@ -19,12 +19,14 @@ from hm_shared.io import atomic_write_json, sha256_file, sha256_json
 from hm_shared.spec import SPEC_FILE, STATS_FILE
 from orchestrator.errors import RecipeError
 from orchestrator.records import Record
+from orchestrator.slurm import EXIT_FILE, SCRIPT_FILE
 from orchestrator.stages import InputRef, StageDef
 
 MISSING = "missing"  # the hash of an external input that does not exist
-# spec.json holds absolute paths that differ between runtimes; stats.json how the output was
-# made (a resumed extraction counts more detector passes), not what it holds
-UNHASHED = frozenset({SPEC_FILE, STATS_FILE})
+# spec.json holds absolute paths that differ between runtimes; stats.json and a SLURM job's
+# script and exit code how the output was made (a resumed extraction counts more detector
+# passes), not what it holds
+UNHASHED = frozenset({SPEC_FILE, STATS_FILE, SCRIPT_FILE, EXIT_FILE})
 
 
 def key_parts(

@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 import click
 
 from orchestrator import api
-from orchestrator.options import data_option, gpus_option, runtime_options, selection_options
+from orchestrator.options import (
+    data_option,
+    executor_options,
+    gpus_option,
+    runtime_options,
+    selection_options,
+)
+from orchestrator.slurm import SlurmOptions
 from orchestrator.stages import Profile
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def execution_options(fn: F) -> F:
     """How `run` executes; `plan` takes them too, so a run's command line can be planned as is."""
+    fn = executor_options(fn)
     fn = click.option(
         "--jobs",
         type=click.IntRange(min=1),
@@ -59,6 +67,14 @@ def run_command(
     on_error: str,
     synthetic: bool,
     jobs: int | None,
+    executor: str,
+    slurm_partition: str | None,
+    slurm_account: str | None,
+    slurm_gpus: int,
+    slurm_cpus: int | None,
+    slurm_mem: str | None,
+    slurm_time: str | None,
+    slurm_args: tuple[str, ...],
 ) -> None:
     """Run every stage the selected models need that is not already done.
 
@@ -72,9 +88,21 @@ def run_command(
     \b
         orchestrator run --models B --topk 20 --profile smoke --synthetic
         orchestrator run --models all --profile full --gpus 0,1
+        orchestrator run --models all --profile full --executor slurm --slurm-gpus 1 --jobs 20
     """
     settings = api.Settings(data=data, recipes=recipes, venvs=venvs, runtime=runtime)
     selection = api.Selection(models=models, profile=profile, topk=topk)
+    slurm = None
+    if executor == "slurm":
+        slurm = SlurmOptions(
+            slurm_partition,
+            slurm_account,
+            slurm_gpus,
+            slurm_args,
+            cpus=slurm_cpus,
+            mem=slurm_mem,
+            time=slurm_time,
+        )
     result = api.run(
         settings,
         selection,
@@ -82,6 +110,7 @@ def run_command(
         jobs=jobs,
         on_error="keep-going" if on_error == "keep-going" else "fail",
         synthetic=synthetic,
+        slurm=slurm,
     )
     outcome = result.outcome
     click.echo(f"{len(outcome.executed)} stage(s) ran, {len(outcome.cached)} cached")
@@ -112,6 +141,14 @@ def plan_command(
     on_error: str,
     synthetic: bool,
     jobs: int | None,
+    executor: str,
+    slurm_partition: str | None,
+    slurm_account: str | None,
+    slurm_gpus: int,
+    slurm_cpus: int | None,
+    slurm_mem: str | None,
+    slurm_time: str | None,
+    slurm_args: tuple[str, ...],
     show_config: bool,
 ) -> None:
     """Print the stages a run would execute, each with the reason it runs or is cached.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator import api
+from orchestrator import api, slurm
 from orchestrator.options import data_option, selection_options
 from orchestrator.stages import Profile
 
@@ -38,6 +38,11 @@ def status_command(
             detail = f"log {data / row.record.log}"
         elif row.state == "changed":
             detail = f"{row.problem}; `orchestrator run` rebuilds it"
+        if row.record is not None and row.record.job_id and row.state == "incomplete":
+            try:
+                detail += f"; SLURM job {row.record.job_id} {slurm.job_state(row.record.job_id)}"
+            except slurm.SlurmError as exc:
+                detail += f"; SLURM job {row.record.job_id} ({exc})"
         line = f"{row.stage.id:<{width}}  {row.state:<10}  {row.stage.output}  {detail}"
         click.echo(line.rstrip())
     root = Path(data)

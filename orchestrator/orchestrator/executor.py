@@ -37,9 +37,24 @@ from orchestrator.records import (
     write_record,
 )
 from orchestrator.runtimes import EnvInfo, Runtime
+from orchestrator.slurm import EXIT_FILE, SlurmJob, SlurmOptions, SlurmQueue, start_job
 from orchestrator.stages import StageDef
 
 OnError = Literal["fail", "keep-going"]
+
+
+class StageProcess(Protocol):
+    """A running stage: a local process (`subprocess.Popen`) or a SLURM job (`SlurmJob`)."""
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 TERMINATE_GRACE_S = 10.0
 LOG_TAIL_LINES = 12
 # Faults of the machine that a stage's own traceback may bury under later errors.
@@ -66,10 +81,11 @@ def describe_exit(code: int | None) -> str:
     return f"exit {code}"
 
 
-def failure_summary(stage_id: str, code: int | None, log: Path, lines: list[str]) -> str:
-    """The failure a user reads: how it ended, the log, the last machine fault (no space,
-    read-only, no permission) wherever it is in the log, then the log's last lines."""
-    head = f"stage {stage_id} failed ({describe_exit(code)}); log: {log}"
+def failure_summary(stage_id: str, how: str, log: Path, lines: list[str]) -> str:
+    """The failure a user reads: how it ended (`describe_exit`, plus the SLURM state of a
+    job), the log, the last machine fault (no space, read-only, no permission) wherever it is
+    in the log, then the log's last lines."""
+    head = f"stage {stage_id} failed ({how}); log: {log}"
     faults = [line.strip() for line in lines if _OS_FAULTS.search(line)]
     cause = [f"  cause: {faults[-1]}"] if faults else []
     tail = [f"    {line}" for line in lines[-LOG_TAIL_LINES:]]
@@ -97,7 +113,7 @@ class Outcome:
 @dataclass
 class _Running:
     stage: StageDef
-    proc: subprocess.Popen[bytes]
+    proc: StageProcess
     record: Record
     gpu: str | None
     foreign_output: bool = False  # something sat at the output path with no record of ours
@@ -113,8 +129,12 @@ class Executor:
         jobs: int = 1,
         gpus: tuple[str, ...] = (),
         on_error: OnError = "fail",
+        slurm: SlurmOptions | None = None,
     ):
         self.data = data
+        # --executor slurm: extract/pretrain/train stages become SLURM jobs (docs §5)
+        self.slurm = slurm
+        self.queue = SlurmQueue()
         self.runtime_for = runtime_for
         self.hashes = hashes
         self.events = events
@@ -177,12 +197,20 @@ class Executor:
         info = self.ensure_env(stage)
         runtime = self.runtime_for(stage.env)
         key = stage_key(parts)
+        previous = read_record(self.data, stage.slug)
         # no record ⇒ this orchestrator never wrote the output path: whatever is there is a
         # user's (a store of the direct extract command, a copy), kept aside at promotion
-        foreign = read_record(self.data, stage.slug) is None
-        foreign = foreign and (self.data.root / stage.output).exists()
+        foreign = previous is None and (self.data.root / stage.output).exists()
         attempt = self.data.attempt(stage.slug, key)
         log = self.data.log(stage.slug)
+        on_slurm = self.slurm is not None and stage.needs_accelerator
+        job = self._reattach(previous, key, attempt) if on_slurm else None
+        if job is not None and previous is not None:
+            self.running[stage.id] = _Running(stage, job, previous, gpu, foreign)
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"=== {now()} {stage.id}: re-attached to SLURM job {job.job_id}\n")
+            self.events.started(stage, gpu)
+            return
         record = Record(
             stage=stage.id,
             kind=stage.kind,
@@ -199,6 +227,7 @@ class Executor:
         )
         write_record(self.data, stage.slug, record)  # 1. marked incomplete before anything else
         attempt.mkdir(parents=True, exist_ok=True)  # 2. same key ⇒ same dir ⇒ the stage resumes
+        slurm_gpus = self.slurm.gpus if on_slurm and self.slurm is not None else 0
         spec = StageSpec(
             stage=stage.id,
             kind=stage.kind,
@@ -208,7 +237,7 @@ class Executor:
             inputs={name: ref.path for name, ref in stage.inputs.items()},
             params=stage.params,
             profile=stage.profile,
-            device="cuda" if gpu else "cpu",
+            device="cuda" if gpu or slurm_gpus else "cpu",
             context=self._context(stage, stages),
         )
         spec_path = attempt / "spec.json"
@@ -219,9 +248,36 @@ class Executor:
                 f"=== {record.started} {stage.id} key {key[:12]} runtime {runtime.name} "
                 f"gpu {gpu or '-'} attempt {record.attempt}\n"
             )
-        proc = runtime.start(stage.env, stage.verb, spec_path, log, gpu, self.data)  # 3.
+        proc: StageProcess
+        if on_slurm and self.slurm is not None:  # 3. a SLURM job …
+            proc = start_job(
+                runtime.command(stage.env, stage.verb, spec_path, self.data),
+                runtime.environ(None),
+                attempt,
+                log,
+                stage.kind,
+                stage.slug,
+                self.data.root,
+                self.slurm,
+                self.queue,
+                header=f"stage {stage.id}, key {key[:12]}",
+            )
+            record.job_id = proc.job_id
+            write_record(self.data, stage.slug, record)  # a restarted run re-attaches to it
+        else:  # … or a process here
+            proc = runtime.start(stage.env, stage.verb, spec_path, log, gpu, self.data)
         self.running[stage.id] = _Running(stage, proc, record, gpu, foreign)
         self.events.started(stage, gpu)
+
+    def _reattach(self, previous: Record | None, key: str, attempt: Path) -> SlurmJob | None:
+        """The job a killed orchestrator left for this stage, if it still runs or succeeded."""
+        if previous is None or previous.status != "running" or previous.key != key:
+            return None
+        if previous.job_id is None:
+            return None
+        job = SlurmJob(previous.job_id, attempt / EXIT_FILE, self.queue)
+        code = job.poll()
+        return job if code is None or code == 0 else None
 
     def _finish(self, run: _Running, code: int) -> bool:
         stage, record = run.stage, run.record
@@ -262,11 +318,14 @@ class Executor:
             self.outcome.executed.append(stage.id)
             self.events.finished(stage, "done", f"{record.seconds:.1f} s")
             return True
-        self.outcome.failed[stage.id] = self._failure_message(stage, record)
+        how = describe_exit(code)
+        if isinstance(run.proc, SlurmJob):  # TIMEOUT, OUT_OF_MEMORY, CANCELLED … say which
+            how = f"{how}; SLURM job {run.proc.job_id} {run.proc.state}"
+            with open(self.data.root / record.log, "a", encoding="utf-8") as handle:
+                handle.write(f"SLURM job {run.proc.job_id} ended {run.proc.state} ({how})\n")
+        self.outcome.failed[stage.id] = self._failure_message(stage, record, how)
         self.failed_codes[stage.id] = code
-        self.events.finished(
-            stage, "failed", f"{describe_exit(code)}, log {self.data.root / record.log}"
-        )
+        self.events.finished(stage, "failed", f"{how}, log {self.data.root / record.log}")
         return False
 
     def _keep_aside(self, stage: StageDef, log: Path) -> None:
@@ -281,10 +340,10 @@ class Executor:
             handle.write(message + "\n")
         self.events.say(message)
 
-    def _failure_message(self, stage: StageDef, record: Record) -> str:
+    def _failure_message(self, stage: StageDef, record: Record, how: str) -> str:
         log = self.data.root / record.log
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        return failure_summary(stage.id, record.exit_code, log, lines)
+        return failure_summary(stage.id, how, log, lines)
 
     def _cached(self, stage: StageDef, record: Record) -> None:
         self.output_hashes[stage.id] = record.output_hash or ""

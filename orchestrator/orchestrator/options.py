@@ -141,3 +141,61 @@ def selection_options(models_required: bool = True) -> Callable[[F], F]:
         return recipes_option(fn)
 
     return decorate
+
+
+def executor_options(fn: F) -> F:
+    """--executor and the SLURM flags: where extract/pretrain/train stages run."""
+    fn = click.option(
+        "--slurm-arg",
+        "slurm_args",
+        multiple=True,
+        metavar="ARG",
+        help="A further sbatch argument for every job (repeat it), e.g. --slurm-arg=--qos=long.",
+    )(fn)
+    fn = click.option(
+        "--slurm-gpus",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        envvar="HM_SLURM_GPUS",
+        help="GPUs per extract/pretrain/train job (--gres=gpu:N); the stage then runs on cuda.",
+    )(fn)
+    fn = click.option(
+        "--slurm-time",
+        default=None,
+        metavar="D-HH:MM:SS",
+        help="Time limit of every job [default: extract 12 h, pretrain/train 24 h].",
+    )(fn)
+    fn = click.option(
+        "--slurm-mem",
+        default=None,
+        metavar="SIZE",
+        help="Memory of every job, as sbatch --mem takes it [default: extract 16G, "
+        "pretrain/train 32G].",
+    )(fn)
+    fn = click.option(
+        "--slurm-cpus",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPUs of every job [default: 4].",
+    )(fn)
+    fn = click.option(
+        "--slurm-account", default=None, envvar="HM_SLURM_ACCOUNT", help="sbatch --account."
+    )(fn)
+    fn = click.option(
+        "--slurm-partition",
+        default=None,
+        envvar="HM_SLURM_PARTITION",
+        help="sbatch --partition (default: the cluster's default partition).",
+    )(fn)
+    return click.option(
+        "--executor",
+        type=click.Choice(["local", "slurm"]),
+        default="local",
+        show_default=True,
+        envvar="HM_EXECUTOR",
+        show_envvar=True,
+        help="Where extract/pretrain/train stages run: local processes, or one SLURM job each "
+        "(the data dir, the repository and the venvs must be on a file system the nodes "
+        "share). Host stages always run here.",
+    )(fn)

@@ -47,6 +47,7 @@ class Record(BaseModel):
     exit_code: int | None = None
     output_hash: str | None = None
     output_files: dict[str, int] | None = None  # name → size at promotion (cache.output_problem)
+    job_id: str | None = None  # the SLURM job that runs the stage (--executor slurm)
 
 
 def read_record(data: DataDir, slug: str) -> Record | None:

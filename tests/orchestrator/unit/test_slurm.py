@@ -1,0 +1,50 @@
+"""The SLURM executor's job arguments and script (no cluster needed; tests/slurm has one)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from orchestrator.slurm import SlurmOptions, batch_script, sbatch_args
+
+
+def test_sbatch_args_per_kind_with_gpus_partition_account_and_extra(tmp_path: Path) -> None:
+    log, workdir = tmp_path / "train.log", tmp_path / "data"
+    options = SlurmOptions("gpu", "hm-lab", 2, ("--qos=long",))
+    args = sbatch_args(options, "train", "train-U-U50-train", log, workdir)
+    assert args == [
+        "--parsable",
+        "--job-name=train-U-U50-train",
+        f"--output={log}",
+        "--open-mode=append",
+        f"--chdir={workdir}",
+        "--cpus-per-task=4",
+        "--mem=32G",
+        "--time=24:00:00",
+        "--gres=gpu:2",
+        "--partition=gpu",
+        "--account=hm-lab",
+        "--qos=long",
+    ]
+    extract = sbatch_args(SlurmOptions(), "extract", "extract-attr", log, workdir)
+    assert "--mem=16G" in extract and "--time=12:00:00" in extract
+    assert not [a for a in extract if a.startswith(("--gres", "--partition", "--account"))]
+
+
+def test_resource_flags_replace_every_kind_default(tmp_path: Path) -> None:
+    options = SlurmOptions(cpus=1, mem="3G", time="30:00")
+    for kind in ("extract", "pretrain", "train"):
+        args = sbatch_args(options, kind, "x", tmp_path / "log", tmp_path)
+        assert {"--cpus-per-task=1", "--mem=3G", "--time=30:00"} <= set(args), kind
+
+
+def test_script_runs_the_stage_and_records_its_exit_code(tmp_path: Path) -> None:
+    exit_file = tmp_path / "attempt" / "slurm-exit"
+    exit_file.parent.mkdir()
+    argv = ["python3", "-c", "import sys; print('it ran'); sys.exit(3)"]
+    script = tmp_path / "job.sh"
+    script.write_text(batch_script(argv, tmp_path, exit_file, "stage train/B/B42/train"))
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert done.returncode == 3 and done.stdout.strip() == "it ran"
+    assert exit_file.read_text().strip() == "3"
+    assert not exit_file.with_name("slurm-exit.part").exists()

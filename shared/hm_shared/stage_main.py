@@ -22,10 +22,20 @@ def run_verb(prog: str, verbs: Mapping[str, Verb], argv: list[str] | None = None
         "--spec", type=Path, required=True, help="stage spec written by the orchestrator"
     )
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         spec = load_spec(args.spec)
         spec.output_dir.mkdir(parents=True, exist_ok=True)
         verbs[args.verb](spec)
+
+    return exit_code_of(run)
+
+
+def exit_code_of(run: Callable[[], None]) -> int:
+    """Run `run` and turn how it ended into the exit code of docs/architecture.md §6: a domain
+    error prints one line and gives its class's code, a refused write names the path (5)."""
+    try:
+        run()
     except HmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

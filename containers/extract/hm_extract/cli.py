@@ -25,7 +25,8 @@ from hm_extract.extract import (
     run_extraction,
 )
 from hm_extract.images import list_images
-from hm_shared.errors import HmError, MissingWeightsError, SpecError, file_system_fault
+from hm_shared.errors import MissingWeightsError, SpecError
+from hm_shared.stage_main import exit_code_of
 
 DEFAULT_DATA = Path(os.environ.get("HM_DATA", "/data"))  # compose.yaml mounts it at /data
 # Where the direct CLI writes: never an orchestrator output path (work/features/…), whose next
@@ -125,53 +126,44 @@ def _missing_weights(variants: Sequence[Variant], weights_dir: Path, given: Path
 def cli(argv: Sequence[str] | None = None) -> int:
     """The direct CLI; returns the exit code (HmError classes map to theirs)."""
     args = _parser().parse_args(argv)
+    return exit_code_of(lambda: _extract(args))
+
+
+def _extract(args: argparse.Namespace) -> None:
     variants = [VARIANTS[name] for name in dict.fromkeys(args.variant or VARIANTS)]
     smoke = args.profile == "smoke"
-    try:
-        if args.topk is not None and args.topk < 1:
-            raise SpecError(f"--topk must be at least 1, got {args.topk}")
-        if args.out is not None and len(variants) > 1:
-            raise SpecError("--out names one store: give exactly one --variant with it")
-        device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        batch_size = args.batch_size or (4 if device == "cuda" else 1)
-        if not smoke:
-            _missing_weights(variants, DEFAULT_DATA / "weights", args.weights)
-        items = list_images(args.images)[: args.topk]
-        for weights, group in _by_checkpoint(variants).items():
-            weights_file = args.weights or DEFAULT_DATA / "weights" / WEIGHT_FILES[weights]
-            targets = [
-                StoreTarget(v.name, args.out or DIRECT_OUT / v.name, v.min_boxes, v.max_boxes)
-                for v in group
-            ]
-            summary = run_extraction(
-                items,
-                targets,
-                lambda k=weights, w=weights_file: build_detector(k, smoke, w, device),
-                batch_size=batch_size,
-                skip_unreadable=args.skip_unreadable,
-                description=f"extract {', '.join(v.name for v in group)}",
-                workers=default_workers(device),
+    if args.topk is not None and args.topk < 1:
+        raise SpecError(f"--topk must be at least 1, got {args.topk}")
+    if args.out is not None and len(variants) > 1:
+        raise SpecError("--out names one store: give exactly one --variant with it")
+    device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batch_size = args.batch_size or (4 if device == "cuda" else 1)
+    if not smoke:
+        _missing_weights(variants, DEFAULT_DATA / "weights", args.weights)
+    items = list_images(args.images)[: args.topk]
+    for weights, group in _by_checkpoint(variants).items():
+        weights_file = args.weights or DEFAULT_DATA / "weights" / WEIGHT_FILES[weights]
+        targets = [
+            StoreTarget(v.name, args.out or DIRECT_OUT / v.name, v.min_boxes, v.max_boxes)
+            for v in group
+        ]
+        summary = run_extraction(
+            items,
+            targets,
+            lambda k=weights, w=weights_file: build_detector(k, smoke, w, device),
+            batch_size=batch_size,
+            skip_unreadable=args.skip_unreadable,
+            description=f"extract {', '.join(v.name for v in group)}",
+            workers=default_workers(device),
+        )
+        print(f"{weights}: detector pass over {summary.detected} images", file=sys.stderr)
+        for target in targets:
+            print(
+                f"{target.name}: extracted {summary.added[target.name]}, already present "
+                f"{summary.already_present[target.name]}, skipped {len(summary.skipped)} "
+                f"-> {target.out_dir}",
+                file=sys.stderr,
             )
-            print(f"{weights}: detector pass over {summary.detected} images", file=sys.stderr)
-            for target in targets:
-                print(
-                    f"{target.name}: extracted {summary.added[target.name]}, already present "
-                    f"{summary.already_present[target.name]}, skipped {len(summary.skipped)} "
-                    f"-> {target.out_dir}",
-                    file=sys.stderr,
-                )
-    except HmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except OSError as exc:
-        if exc.filename is None:
-            raise
-        fault = file_system_fault(exc)  # e.g. DATA_DIR not writable by the container's user
-        print(f"error: {fault}", file=sys.stderr)
-        return fault.exit_code
-    return 0
 
 
 __all__ = ["DIRECT_OUT", "cli"]

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import click
 
-from orchestrator import api
+from orchestrator import api, slurm
+from orchestrator.datadir import DataDir
 from orchestrator.options import (
     data_option,
     executor_options,
@@ -17,6 +18,8 @@ from orchestrator.options import (
     runtime_options,
     selection_options,
 )
+from orchestrator.plan import PlannedStage
+from orchestrator.records import read_record
 from orchestrator.slurm import SlurmOptions
 from orchestrator.stages import Profile
 
@@ -47,6 +50,17 @@ def execution_options(fn: F) -> F:
         help="fail: start nothing new after a failure; keep-going: run every stage that does not "
         "depend on a failed one.",
     )(fn)
+
+
+def _job(data: DataDir, planned: PlannedStage) -> str:
+    """ "; SLURM job 42 RUNNING" for a stage whose last attempt is a submitted SLURM job."""
+    record = read_record(data, planned.stage.slug)
+    if record is None or record.status != "running" or not record.job_id:
+        return ""
+    try:
+        return f"; SLURM job {record.job_id} {slurm.job_state(record.job_id)}"
+    except slurm.SlurmError as exc:
+        return f"; SLURM job {record.job_id} ({exc})"
 
 
 @click.command("run")
@@ -174,7 +188,7 @@ def plan_command(
         click.echo(f"note: no dataset in {hm}; {how} generates the synthetic dataset there")
     width = max(len(p.stage.id) for p in result.planned)
     for p in result.planned:
-        click.echo(f"{p.stage.id:<{width}}  {p.action:<6}  {p.reason}")
+        click.echo(f"{p.stage.id:<{width}}  {p.action:<6}  {p.reason}{_job(result.data, p)}")
         if show_config:
             params = json.dumps(p.stage.params, sort_keys=True)
             inputs = json.dumps({k: v.path for k, v in p.stage.inputs.items()}, sort_keys=True)

@@ -227,7 +227,9 @@ class Executor:
         )
         write_record(self.data, stage.slug, record)  # 1. marked incomplete before anything else
         attempt.mkdir(parents=True, exist_ok=True)  # 2. same key ⇒ same dir ⇒ the stage resumes
-        slurm_gpus = self.slurm.gpus if on_slurm and self.slurm is not None else 0
+        slurm_gpus = 0
+        if on_slurm and self.slurm is not None:
+            slurm_gpus = self.slurm.for_stage(stage.kind, stage.resources).gpus
         spec = StageSpec(
             stage=stage.id,
             kind=stage.kind,
@@ -261,6 +263,7 @@ class Executor:
                 self.slurm,
                 self.queue,
                 header=f"stage {stage.id}, key {key[:12]}",
+                recipe=stage.resources,
             )
             record.job_id = proc.job_id
             write_record(self.data, stage.slug, record)  # a restarted run re-attaches to it

@@ -95,6 +95,20 @@ class ExtractVariant(BaseModel):
         return self
 
 
+class SlurmResources(BaseModel):
+    """What a SLURM job asks for (`--executor slurm`); unset fields keep the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: int | None = Field(default=None, ge=1)
+    mem: str | None = Field(default=None, pattern=r"^[0-9]+[KMGT]?$")
+    time: str | None = Field(default=None, pattern=r"^[0-9:-]+$")
+    gpus: int | None = Field(default=None, ge=0)
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class Run(BaseModel):
     """One seed × feature set; gives a `train` and a `traindev` stage."""
 
@@ -127,6 +141,7 @@ class ModelRecipe(BaseModel):
     smoke: dict[str, Any] = {}
     runs: list[Run] = Field(min_length=1)
     pretrain: Pretrain | None = None
+    slurm: SlurmResources | None = None  # this model's pretrain/train jobs (e.g. EL: longer)
 
     @model_validator(mode="after")
     def _unique_runs(self) -> ModelRecipe:
@@ -149,6 +164,8 @@ class Recipes(BaseModel):
 
     extract: dict[str, ExtractVariant] = {}
     models: dict[str, ModelRecipe] = {}
+    # [slurm.extract], [slurm.pretrain], [slurm.train]: the jobs of a stage kind
+    slurm: dict[Literal["extract", "pretrain", "train"], SlurmResources] = {}
 
     @model_validator(mode="after")
     def _variants_declared(self) -> Recipes:

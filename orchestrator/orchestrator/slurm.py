@@ -70,21 +70,28 @@ class SlurmOptions:
     time: str | None = None
     resources: Mapping[str, Resources] = field(default_factory=lambda: dict(DEFAULT_RESOURCES))
 
-    def for_kind(self, kind: str) -> Resources:
+    def for_stage(self, kind: str, recipe: Mapping[str, object] | None = None) -> Resources:
+        """Code default of the kind < the recipe's ([slurm.<kind>], [models.X.slurm]) < flags."""
         base = self.resources.get(kind, Resources())
+        given = dict(recipe or {})
         return Resources(
-            cpus=self.cpus or base.cpus,
-            mem=self.mem or base.mem,
-            time=self.time or base.time,
-            gpus=self.gpus or base.gpus,
+            cpus=self.cpus or int(given.get("cpus", base.cpus)),  # type: ignore[call-overload]
+            mem=self.mem or str(given.get("mem", base.mem)),
+            time=self.time or str(given.get("time", base.time)),
+            gpus=self.gpus or int(given.get("gpus", base.gpus)),  # type: ignore[call-overload]
         )
 
 
 def sbatch_args(
-    options: SlurmOptions, kind: str, job_name: str, log: Path, workdir: Path
+    options: SlurmOptions,
+    kind: str,
+    job_name: str,
+    log: Path,
+    workdir: Path,
+    recipe: Mapping[str, object] | None = None,
 ) -> list[str]:
     """The sbatch arguments of one stage job (without the script)."""
-    res = options.for_kind(kind)
+    res = options.for_stage(kind, recipe)
     args = [
         "--parsable",
         f"--job-name={job_name}",
@@ -243,6 +250,7 @@ def start_job(
     options: SlurmOptions,
     queue: SlurmQueue,
     header: str,
+    recipe: Mapping[str, object] | None = None,
 ) -> SlurmJob:
     """Write the job script into the attempt dir and submit it."""
     exit_file = attempt / EXIT_FILE
@@ -251,7 +259,8 @@ def start_job(
     atomic_write_text(script, batch_script(argv, workdir, exit_file, header))
     os.chmod(script, 0o755)
     log.parent.mkdir(parents=True, exist_ok=True)
-    job_id = submit(script, sbatch_args(options, kind, job_name, log, workdir), environ)
+    args = sbatch_args(options, kind, job_name, log, workdir, recipe)
+    job_id = submit(script, args, environ)
     return SlurmJob(job_id, exit_file, queue)
 
 

@@ -66,6 +66,9 @@ class StageDef:
     params: dict[str, Any] = field(default_factory=dict)
     profile: Profile = "smoke"
     weights: tuple[Weight, ...] = ()  # files the full profile requires under data/weights
+    # SLURM resources the recipe gives this stage ([slurm.<kind>], then [models.X.slurm]);
+    # where a stage runs is not part of its key
+    resources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
@@ -130,7 +133,14 @@ def _extract_stage(
         params={"weights": weights, "variants": variants},
         profile=profile,
         weights=(detector,),
+        resources=_resources(recipes, "extract", None),
     )
+
+
+def _resources(recipes: Recipes, kind: str, letter: str | None) -> dict[str, Any]:
+    given = recipes.slurm.get(kind)  # type: ignore[call-overload]
+    model = recipes.models[letter].slurm if letter else None
+    return {**(given.given() if given else {}), **(model.given() if model else {})}
 
 
 def _model_stages(
@@ -167,6 +177,7 @@ def _model_stages(
                 },
                 profile=profile,
                 weights=weights,
+                resources=_resources(recipes, "pretrain", letter),
             )
             stages.append(pretrain)
             run_inputs["pretrained"] = InputRef(pretrain.output, pretrain.id)
@@ -195,6 +206,7 @@ def _model_stages(
                 params=params,
                 profile=profile,
                 weights=weights,
+                resources=_resources(recipes, "train", letter),
             )
             stages.append(stage)
             average_inputs[f"run:{run.name}:{fit}"] = InputRef(stage.output, stage.id)

@@ -157,6 +157,18 @@ def test_a_killed_orchestrator_reattaches_to_its_running_job(tmp_path: Path, ven
     os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator dies; the SLURM job does not
     proc.wait()
     assert queued(job) in ("RUNNING", "COMPLETING", "PENDING")
+    # plan and status name the job and its state
+    planned = orchestrator(["plan", *args[1:]])
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert re.search(
+        rf"train/B/B42/train .*SLURM job {job} (RUNNING|COMPLETING|COMPLETED)", planned.stdout
+    )
+    state = orchestrator(
+        ["status", "--recipes", str(recipes), "--models", "B", "--data", str(data)]
+    )
+    assert re.search(
+        rf"train/B/B42/train .*SLURM job {job} (RUNNING|COMPLETING|COMPLETED)", state.stdout
+    )
     done = orchestrator(args)
     assert done.returncode == 0, done.stderr[-3000:]
     record = read_record(DataDir(data), "train-B-B42-train")

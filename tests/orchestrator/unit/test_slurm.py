@@ -5,7 +5,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from orchestrator.errors import RecipeError
+from orchestrator.recipes import load_recipes
 from orchestrator.slurm import SlurmOptions, batch_script, sbatch_args
+from orchestrator.stages import build_stages
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_sbatch_args_per_kind_with_gpus_partition_account_and_extra(tmp_path: Path) -> None:
@@ -48,3 +55,40 @@ def test_script_runs_the_stage_and_records_its_exit_code(tmp_path: Path) -> None
     assert done.returncode == 3 and done.stdout.strip() == "it ran"
     assert exit_file.read_text().strip() == "3"
     assert not exit_file.with_name("slurm-exit.part").exists()
+
+
+def test_recipe_resources_sit_between_the_kind_default_and_the_flags(tmp_path: Path) -> None:
+    recipes = tmp_path / "recipes.toml"
+    text = (REPO / "orchestrator" / "orchestrator" / "recipes.toml").read_text()
+    recipes.write_text(
+        text
+        + '\n[slurm.train]\nmem = "48G"\ngpus = 1\n'
+        + '\n[models.EL.slurm]\ntime = "2-00:00:00"\n'
+    )
+    stages = {s.id: s for s in build_stages(load_recipes(recipes), ("B", "EL"), "full")}
+    el, b = stages["train/EL/EL36/train"], stages["train/B/B42/train"]
+    assert el.resources == {"mem": "48G", "gpus": 1, "time": "2-00:00:00"}
+    assert b.resources == {"mem": "48G", "gpus": 1}
+    assert stages["prepare"].resources == {}
+    log = tmp_path / "log"
+    args = sbatch_args(SlurmOptions(), "train", "x", log, tmp_path, el.resources)
+    assert {"--mem=48G", "--gres=gpu:1", "--time=2-00:00:00", "--cpus-per-task=4"} <= set(args)
+    flags = SlurmOptions(mem="8G", gpus=2)  # the command line wins
+    args = sbatch_args(flags, "train", "x", log, tmp_path, el.resources)
+    assert {"--mem=8G", "--gres=gpu:2", "--time=2-00:00:00"} <= set(args)
+    # resources are not params: the cache key of a stage does not change with them
+    plain = {
+        s.id: s
+        for s in build_stages(
+            load_recipes(REPO / "orchestrator/orchestrator/recipes.toml"), ("EL",), "full"
+        )
+    }
+    assert plain["train/EL/EL36/train"].params == el.params
+
+
+def test_bad_recipe_resources_name_the_key(tmp_path: Path) -> None:
+    recipes = tmp_path / "recipes.toml"
+    text = (REPO / "orchestrator" / "orchestrator" / "recipes.toml").read_text()
+    recipes.write_text(text + '\n[slurm.train]\nmemory = "48G"\n')
+    with pytest.raises(RecipeError, match=r"slurm\.train\.memory"):
+        load_recipes(recipes)

@@ -270,12 +270,13 @@ def run(
         changed = changed_weights(data, stages)
         if changed:
             raise weights_lock.changed_weights_error(data.weights, changed, selection.models)
-    if slurm is not None and settings.runtime != "local":
-        # a cancelled job would stop the compose client and leave its container running
-        raise HmError(
-            f"--executor slurm runs stages through --runtime local (venvs on a file system the "
-            f"nodes share); --runtime {settings.runtime} under SLURM is not supported yet"
-        )
+    if slurm is not None and settings.runtime == "docker":
+        wants_gpu = slurm.gpus or any(s.resources.get("gpus") for s in stages)
+        if wants_gpu:  # the compose GPU service must name the GPU SLURM chose
+            raise HmError(
+                "--executor slurm with GPUs runs stages through --runtime local (venvs on a "
+                "file system the nodes share); --runtime docker there is CPU-only for now"
+            )
     if slurm is not None and gpus:
         raise HmError("--gpus leases GPUs of this machine; under SLURM use --slurm-gpus N")
     resolve = runtime_resolver(settings)

@@ -252,9 +252,10 @@ class Executor:
             )
         proc: StageProcess
         if on_slurm and self.slurm is not None:  # 3. a SLURM job …
+            argv, environ, stop = runtime.job(stage.env, stage.verb, spec_path, self.data)
             proc = start_job(
-                runtime.command(stage.env, stage.verb, spec_path, self.data),
-                runtime.environ(None),
+                argv,
+                environ,
                 attempt,
                 log,
                 stage.kind,
@@ -264,6 +265,7 @@ class Executor:
                 self.queue,
                 header=f"stage {stage.id}, key {key[:12]}",
                 recipe=stage.resources,
+                stop=stop,
             )
             record.job_id = proc.job_id
             write_record(self.data, stage.slug, record)  # a restarted run re-attaches to it

@@ -111,19 +111,42 @@ def sbatch_args(
     return [*args, *options.extra]
 
 
-def batch_script(argv: Sequence[str], workdir: Path, exit_file: Path, header: str) -> str:
-    """The job script: run the stage command, then record its exit code atomically."""
-    command = " ".join(shlex.quote(a) for a in argv)
-    part = shlex.quote(f"{exit_file}.part")
-    return (
-        "#!/bin/bash\n"
-        f"# {header}\n"
-        f"cd {shlex.quote(str(workdir))}\n"
-        f"{command}\n"
-        "code=$?\n"
-        f'echo "$code" > {part} && mv {part} {shlex.quote(str(exit_file))}\n'
-        'exit "$code"\n'
-    )
+def batch_script(
+    argv: Sequence[str],
+    workdir: Path,
+    exit_file: Path,
+    header: str,
+    stop: Sequence[str] | None = None,
+) -> str:
+    """The job script: check that the node sees the data dir and the stage's program, run the
+    stage, then record its exit code atomically. With `stop` (a container's stop command) the
+    stage runs in the background and a TERM/INT to the script (scancel, the time limit) runs
+    `stop` before waiting for the stage to end."""
+    quote = shlex.quote
+    program = quote(argv[0])
+    part = quote(f"{exit_file}.part")
+    lines = [
+        "#!/bin/bash",
+        f"# {header}",
+        f'cd {quote(str(workdir))} || {{ echo "error: the data directory {workdir} is not '
+        'reachable on $(hostname): it must be on a file system the nodes share" >&2; exit 5; }',
+        f'command -v {program} >/dev/null || {{ echo "error: {argv[0]} not found on '
+        "$(hostname): the repository and the venvs (--venvs) must be on a file system the "
+        'nodes share" >&2; exit 5; }',
+    ]
+    command = " ".join(quote(a) for a in argv)
+    if stop:
+        lines += [
+            f"stop_stage() {{ {' '.join(quote(a) for a in stop)}; }}",
+            "trap 'stop_stage >/dev/null 2>&1' TERM INT",
+            f"{command} &",
+            "pid=$!",
+            'while true; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done',
+        ]
+    else:
+        lines += [command, "code=$?"]
+    lines += [f'echo "$code" > {part} && mv {part} {quote(str(exit_file))}', 'exit "$code"']
+    return "\n".join(lines) + "\n"
 
 
 def _slurm(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -251,12 +274,13 @@ def start_job(
     queue: SlurmQueue,
     header: str,
     recipe: Mapping[str, object] | None = None,
+    stop: Sequence[str] | None = None,
 ) -> SlurmJob:
     """Write the job script into the attempt dir and submit it."""
     exit_file = attempt / EXIT_FILE
     exit_file.unlink(missing_ok=True)  # from an earlier job of the same attempt
     script = attempt / SCRIPT_FILE
-    atomic_write_text(script, batch_script(argv, workdir, exit_file, header))
+    atomic_write_text(script, batch_script(argv, workdir, exit_file, header, stop))
     os.chmod(script, 0o755)
     log.parent.mkdir(parents=True, exist_ok=True)
     args = sbatch_args(options, kind, job_name, log, workdir, recipe)

@@ -63,3 +63,17 @@ def venvs() -> Path:
             pytrace=False,
         )
     return VENVS
+
+
+@pytest.fixture(scope="session")
+def docker_images() -> None:
+    """The Docker engine and the torch image, for the jobs that run stages in containers."""
+    done = subprocess.run(
+        ["docker", "image", "inspect", "hm-torch:latest"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            "the docker-runtime SLURM test needs a Docker engine and the images: "
+            "run `./hm images` first",
+            pytrace=False,
+        )

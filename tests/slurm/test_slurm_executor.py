@@ -2,8 +2,8 @@
 
 Every test submits real jobs through sbatch and watches them through squeue/scontrol: a smoke
 run of B and U equal to the local executor's, a stage that fails, jobs cancelled from outside
-and killed by their time limit, and an orchestrator killed with a job in flight that re-attaches
-to it when started again.
+and killed by their time limit, an orchestrator killed with a job in flight that re-attaches
+to it when started again, and jobs that run their stage under the docker runtime.
 """
 
 from __future__ import annotations
@@ -177,3 +177,48 @@ def test_a_killed_orchestrator_reattaches_to_its_running_job(tmp_path: Path, ven
     log = (data / record.log).read_text()
     assert f"re-attached to SLURM job {job}" in log
     assert log.count("runtime local gpu") == 1  # one start line: the stage started once
+
+
+def containers_of(data: Path) -> list[str]:
+    attempts = data.resolve() / "work" / ".attempts"
+    done = subprocess.run(
+        ["docker", "ps", "-a", "--format", '{{.Label "org.hateful-memes.attempt"}}'],
+        capture_output=True,
+        text=True,
+    )
+    return [line for line in done.stdout.split() if line.startswith(str(attempts))]
+
+
+@pytest.mark.usefixtures("docker_images")
+def test_docker_runtime_jobs_run_and_a_cancelled_one_stops_its_container(
+    tmp_path: Path, venvs: Path
+) -> None:
+    # --runtime docker under SLURM: the job runs `docker compose run`, whose client forwards no
+    # signal; the job script stops the container by name when SLURM cancels the job.
+    data = tmp_path / "data"
+    args = ["run", "--models", "B", *SMOKE, "--venvs", str(venvs), "--runtime", "docker"]
+    done = orchestrator([*args, "--data", str(data), *SLURM])
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = read_record(DataDir(data), "train-B-B42-train")
+    assert record is not None and record.status == "done" and record.job_id
+    assert record.runtime == "docker" and record.image
+
+    long = tmp_path / "long"
+    recipes = b_epochs(tmp_path, 5000)
+    args = ["run", "--recipes", str(recipes), "--models", "B", *SMOKE, "--venvs", str(venvs)]
+    args += ["--runtime", "docker", "--data", str(long), *SLURM[:-1], "1"]  # --jobs 1
+    proc = subprocess.Popen(
+        [ORCHESTRATOR, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    job = wait_for_job(long, "train-B-B42-train")
+    deadline = time.monotonic() + 120
+    while not containers_of(long):
+        assert time.monotonic() < deadline, "the stage's container never started"
+        time.sleep(0.5)
+    subprocess.run(["scancel", job], check=True)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and f"SLURM job {job} CANCELLED" in stderr, stderr[-3000:]
+    deadline = time.monotonic() + 60
+    while containers_of(long):
+        assert time.monotonic() < deadline, f"containers left running: {containers_of(long)}"
+        time.sleep(0.5)

@@ -69,6 +69,14 @@ class Runtime(ABC):
         # Exactly one GPU visible (or none), so `cuda` means cuda:0 inside the stage.
         return {**os.environ, "CUDA_VISIBLE_DEVICES": gpu or "", "PYTHONUNBUFFERED": "1"}
 
+    def job(
+        self, env: str, verb: str, spec_path: Path, data: DataDir
+    ) -> tuple[list[str], dict[str, str], list[str] | None]:
+        """What a batch job (`--executor slurm`) runs: argv, environment, and the argv that
+        stops the stage when the job is cancelled (None: signals reach the stage itself). The
+        scheduler chooses the GPU, so none is named here."""
+        return self.command(env, verb, spec_path, data), self.environ(None), None
+
     def start(
         self, env: str, verb: str, spec_path: Path, log_path: Path, gpu: str | None, data: DataDir
     ) -> subprocess.Popen[bytes]:

@@ -151,11 +151,10 @@ class DockerRuntime(Runtime):
             *run_options, service, verb, "--spec", inside,
         ]  # fmt: skip
 
-    def start(
-        self, env: str, verb: str, spec_path: Path, log_path: Path, gpu: str | None, data: DataDir
-    ) -> subprocess.Popen[bytes]:
-        if env == "host":
-            return super().start(env, verb, spec_path, log_path, gpu, data)
+    def _container_run(
+        self, env: str, verb: str, spec_path: Path, data: DataDir, gpu: str | None
+    ) -> tuple[list[str], dict[str, str], str]:
+        """argv, environment and container name of one stage's `docker compose run`."""
         # The service name carries the GPU choice: <env>-gpu reserves HM_GPU through device_ids.
         service = f"{env}-gpu" if gpu else env
         environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -166,14 +165,31 @@ class DockerRuntime(Runtime):
             HM_GPU=gpu or "",
         )
         attempt = spec_path.resolve().parent
-        remove_stale_containers(attempt)  # a killed orchestrator's stage must not write on
         # attempt dirs are .attempts/<slug>/<key12>: the name says which stage a container runs
         container = f"hm-{attempt.parent.name}-{attempt.name}-{uuid.uuid4().hex[:8]}"
         run_options = ["--name", container, "--label", f"{ATTEMPT_LABEL}={attempt}"]
+        return self._argv(env, verb, spec_path, data, service, run_options), environ, container
+
+    def job(
+        self, env: str, verb: str, spec_path: Path, data: DataDir
+    ) -> tuple[list[str], dict[str, str], list[str] | None]:
+        # The compose client forwards no signal: a cancelled job stops its container by name.
+        # GPU jobs are not supported here yet (the service must name the GPU SLURM chose).
+        argv, environ, container = self._container_run(env, verb, spec_path, data, None)
+        return argv, environ, ["docker", "kill", "--signal", "TERM", container]
+
+    def start(
+        self, env: str, verb: str, spec_path: Path, log_path: Path, gpu: str | None, data: DataDir
+    ) -> subprocess.Popen[bytes]:
+        if env == "host":
+            return super().start(env, verb, spec_path, log_path, gpu, data)
+        attempt = spec_path.resolve().parent
+        remove_stale_containers(attempt)  # a killed orchestrator's stage must not write on
+        argv, environ, container = self._container_run(env, verb, spec_path, data, gpu)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             proc = ContainerProcess(
-                self._argv(env, verb, spec_path, data, service, run_options),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,35 @@ def test_bad_recipe_resources_name_the_key(tmp_path: Path) -> None:
     recipes.write_text(text + '\n[slurm.train]\nmemory = "48G"\n')
     with pytest.raises(RecipeError, match=r"slurm\.train\.memory"):
         load_recipes(recipes)
+
+
+def test_script_says_what_the_node_cannot_reach(tmp_path: Path) -> None:
+    exit_file = tmp_path / "slurm-exit"
+    for workdir, argv, expected in (
+        (tmp_path / "not-shared", ["python3", "-V"], "data directory"),
+        (tmp_path, [str(tmp_path / "venvs/torch/bin/python"), "-V"], "--venvs"),
+    ):
+        script = tmp_path / "job.sh"
+        script.write_text(batch_script(argv, workdir, exit_file, "x"))
+        done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        assert done.returncode == 5 and expected in done.stderr, done.stderr
+        assert "file system the nodes share" in done.stderr
+
+
+def test_a_cancelled_script_runs_the_stop_command_and_waits_for_the_stage(tmp_path: Path) -> None:
+    # the docker runtime's case: signals do not reach the container through the compose client,
+    # so the script stops it by name (here: a stand-in that kills the stage) and waits for it
+    pidfile, stopped = tmp_path / "stage.pid", tmp_path / "stopped"
+    argv = ["bash", "-c", f"echo $$ > {pidfile}; exec sleep 60"]
+    stop = ["bash", "-c", f"touch {stopped}; kill $(cat {pidfile})"]
+    exit_file = tmp_path / "slurm-exit"
+    script = tmp_path / "job.sh"
+    script.write_text(batch_script(argv, tmp_path, exit_file, "x", stop))
+    proc = subprocess.Popen(["bash", str(script)])
+    deadline = time.monotonic() + 10
+    while not pidfile.is_file() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 128 + signal.SIGTERM  # the stage's own end, recorded
+    assert stopped.is_file() and exit_file.read_text().strip() == "143"

@@ -203,8 +203,8 @@ class Executor:
         foreign = previous is None and (self.data.root / stage.output).exists()
         attempt = self.data.attempt(stage.slug, key)
         log = self.data.log(stage.slug)
-        on_slurm = self.slurm is not None and stage.needs_accelerator
-        job = self._reattach(previous, key, attempt) if on_slurm else None
+        slurm = self.slurm if stage.needs_accelerator else None  # host stages run here
+        job = self._reattach(previous, key, attempt) if slurm is not None else None
         if job is not None and previous is not None:
             self.running[stage.id] = _Running(stage, job, previous, gpu, foreign)
             with open(log, "a", encoding="utf-8") as handle:
@@ -227,9 +227,7 @@ class Executor:
         )
         write_record(self.data, stage.slug, record)  # 1. marked incomplete before anything else
         attempt.mkdir(parents=True, exist_ok=True)  # 2. same key ⇒ same dir ⇒ the stage resumes
-        slurm_gpus = 0
-        if on_slurm and self.slurm is not None:
-            slurm_gpus = self.slurm.for_stage(stage.kind, stage.resources).gpus
+        slurm_gpus = slurm.for_stage(stage.kind, stage.resources).gpus if slurm else 0
         spec = StageSpec(
             stage=stage.id,
             kind=stage.kind,
@@ -251,7 +249,7 @@ class Executor:
                 f"gpu {gpu or '-'} attempt {record.attempt}\n"
             )
         proc: StageProcess
-        if on_slurm and self.slurm is not None:  # 3. a SLURM job …
+        if slurm is not None:  # 3. a SLURM job …
             argv, environ, stop = runtime.job(stage.env, stage.verb, spec_path, self.data)
             proc = start_job(
                 argv,
@@ -261,7 +259,7 @@ class Executor:
                 stage.kind,
                 stage.slug,
                 self.data.root,
-                self.slurm,
+                slurm,
                 self.queue,
                 header=f"stage {stage.id}, key {key[:12]}",
                 recipe=stage.resources,

@@ -200,9 +200,15 @@ class SlurmQueue:
 
     def state(self, job_id: str) -> str | None:
         """The queue state of a job, or None when it is no longer queued."""
-        if time.monotonic() - self.checked >= self.interval or job_id not in self.states:
+        if time.monotonic() - self.checked >= self.interval:
             self.refresh()
         return self.states.get(job_id)
+
+    def expect(self, job_id: str, state: str = "PENDING") -> None:
+        """Take a job as `state` until the next refresh says otherwise (a job just submitted,
+        or one scontrol calls active): the executor polls every 50 ms, SLURM is asked at most
+        once per interval."""
+        self.states[job_id] = state
 
     def refresh(self) -> None:
         done = _slurm(["squeue", "-h", "--me", "-o", "%i|%T"])
@@ -237,8 +243,9 @@ class SlurmJob:
         if self.exit_file.is_file():  # the stage ended by itself: its own exit code
             text = self.exit_file.read_text().strip()
             code = int(text) if text.lstrip("-").isdigit() else code
-        elif self.state in ACTIVE:
-            return None  # between squeue and scontrol: still finishing
+        elif self.state in ACTIVE:  # not listed by the last squeue, yet active (re-attached)
+            self.queue.expect(self.job_id, self.state)
+            return None
         self.returncode = code if code is not None else KILLED_EXIT
         if self.state not in ("COMPLETED", "UNKNOWN") and self.returncode == 0:
             self.returncode = KILLED_EXIT  # e.g. TIMEOUT after the stage's own exit 0: a failure
@@ -285,6 +292,7 @@ def start_job(
     log.parent.mkdir(parents=True, exist_ok=True)
     args = sbatch_args(options, kind, job_name, log, workdir, recipe)
     job_id = submit(script, args, environ)
+    queue.expect(job_id)
     return SlurmJob(job_id, exit_file, queue)
 
 

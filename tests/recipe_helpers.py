@@ -45,7 +45,8 @@ def dump_toml(tables: dict, prefix: str = "") -> str:
 
 def one_run_recipes(path: Path, models: Sequence[str]) -> str:
     """The recipe file at `path` cut down to `models`, each with its first run only, and the
-    feature variants those runs read: the same recipes, a fraction of the stages."""
+    feature variants and embedders those runs read: the same recipes, a fraction of the
+    stages."""
     full = tomllib.loads(path.read_text())
     kept = {m: {**full["models"][m], "runs": full["models"][m]["runs"][:1]} for m in models}
     variants = {
@@ -55,4 +56,8 @@ def one_run_recipes(path: Path, models: Sequence[str]) -> str:
         for key in ("features", "extra_features")
     } - {None}
     extract = {v: full["extract"][v] for v in sorted(variants)}
-    return dump_toml({"extract": extract, "models": kept})
+    embed = {m["embeddings"] for m in kept.values() if m.get("embeddings")}
+    tables = {"extract": extract, "models": kept}
+    if embed:
+        tables["embed"] = {name: full["embed"][name] for name in sorted(embed)}
+    return dump_toml(tables)

@@ -131,6 +131,19 @@ class Pretrain(BaseModel):
     smoke: dict[str, Any] = {}
 
 
+class Embedder(BaseModel):
+    """A frozen encoder run once over every prepared meme (`[embed.<name>]`, stage
+    `embed/<name>`): the input of models that train on its vectors instead of region features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    env: Literal["torch"] = "torch"
+    weights: list[Weight] = []
+    params: dict[str, Any] = {}
+    smoke: dict[str, Any] = {}
+
+
 class ModelRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -142,6 +155,9 @@ class ModelRecipe(BaseModel):
     runs: list[Run] = Field(min_length=1)
     pretrain: Pretrain | None = None
     slurm: SlurmResources | None = None  # this model's pretrain/train jobs (e.g. EL: longer)
+    embeddings: str | None = None  # an [embed.<name>] whose store the runs read (model C)
+    # the traindev fit trains as many epochs as the train fit's early stopping kept
+    traindev_epochs_from_train: bool = False
 
     @model_validator(mode="after")
     def _unique_runs(self) -> ModelRecipe:
@@ -163,9 +179,10 @@ class Recipes(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     extract: dict[str, ExtractVariant] = {}
+    embed: dict[str, Embedder] = {}
     models: dict[str, ModelRecipe] = {}
-    # [slurm.extract], [slurm.pretrain], [slurm.train]: the jobs of a stage kind
-    slurm: dict[Literal["extract", "pretrain", "train"], SlurmResources] = {}
+    # [slurm.extract], [slurm.embed], [slurm.pretrain], [slurm.train]: the jobs of a stage kind
+    slurm: dict[Literal["extract", "embed", "pretrain", "train"], SlurmResources] = {}
 
     @model_validator(mode="after")
     def _variants_declared(self) -> Recipes:
@@ -176,6 +193,16 @@ class Recipes(BaseModel):
                         f"models.{letter} names feature variant {variant!r}, which has no "
                         f"[extract.{variant}] table; declared: {sorted(self.extract)}"
                     )
+            if model.embeddings is not None and model.embeddings not in self.embed:
+                raise ValueError(
+                    f"models.{letter} reads embeddings {model.embeddings!r}, which has no "
+                    f"[embed.{model.embeddings}] table; declared: {sorted(self.embed)}"
+                )
+            if model.traindev_epochs_from_train and not model.params.get("early_stopping"):
+                raise ValueError(
+                    f"models.{letter}: traindev_epochs_from_train needs early_stopping in "
+                    "its params (the train fit's kept epoch fixes the traindev schedule)"
+                )
         return self
 
     def select(self, models: str) -> tuple[str, ...]:

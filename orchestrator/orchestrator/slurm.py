@@ -51,9 +51,10 @@ class Resources:
     gpus: int = 0
 
 
-# Per stage kind; `--slurm-gpus N` sets the GPUs of extract/pretrain/train jobs.
+# Per stage kind; `--slurm-gpus N` sets the GPUs of extract/embed/pretrain/train jobs.
 DEFAULT_RESOURCES: dict[str, Resources] = {
     "extract": Resources(cpus=4, mem="16G", time="12:00:00"),
+    "embed": Resources(cpus=4, mem="16G", time="4:00:00"),
     "pretrain": Resources(cpus=4, mem="32G", time="24:00:00"),
     "train": Resources(cpus=4, mem="32G", time="24:00:00"),
 }

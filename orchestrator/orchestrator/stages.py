@@ -2,6 +2,7 @@
 
     prepare ─┬─ extract/<checkpoint> ─┬─ pretrain/<m>/<run> ─┐
              │                         └──────────────────────┴─ train/<m>/<run>/{train,traindev}
+             ├─ embed/<name> ───────────────────────────────────┤            │
              └───────────────────────────────────────────────────┘            │
                                                                 average/<m> ──┴─ ensemble ── report
 
@@ -9,7 +10,9 @@ Extract stages exist only for the detector checkpoints ("attr", "plain") of the 
 the selected models' runs name, once each, shared between models; each writes every variant of
 its checkpoint (`work/features/<checkpoint>/<variant>/`). A model with a pretrain section gets
 one pretrain stage per run (with that run's seed and features, as vilio's per-run bash
-scripts), feeding both of its fits.
+scripts), feeding both of its fits. An embed stage runs once per `[embed.<name>]` that a
+selected model reads (C: frozen CLIP features of every prepared meme). A model with
+`traindev_epochs_from_train` gets its traindev fit after its train fit (input `train_fit`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Literal
 from orchestrator.recipes import DETECTOR_WEIGHTS, Recipes, Weight
 
 Profile = Literal["smoke", "full"]
-Kind = Literal["prepare", "extract", "pretrain", "train", "average", "ensemble", "report"]
+Kind = Literal["prepare", "extract", "embed", "pretrain", "train", "average", "ensemble", "report"]
 
 # fit → the splits its stage predicts (docs/architecture.md §2.2)
 FITS: dict[str, tuple[str, ...]] = {
@@ -31,7 +34,7 @@ FITS: dict[str, tuple[str, ...]] = {
 # traindev, so the traindev fit has none: it runs its full schedule (upstream logs dev_seen
 # there, which is only training data).
 VALID: dict[str, str | None] = {"train": "dev_seen", "traindev": None}
-ACCELERATED: frozenset[str] = frozenset({"extract", "pretrain", "train"})
+ACCELERATED: frozenset[str] = frozenset({"extract", "embed", "pretrain", "train"})
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,28 @@ def _extract_stage(
     )
 
 
+def _embed_stage(
+    recipes: Recipes, name: str, profile: Profile, prepared: InputRef, images: InputRef
+) -> StageDef:
+    embedder = recipes.embed[name]
+    weights = tuple(embedder.weights)
+    return StageDef(
+        id=f"embed/{name}",
+        kind="embed",
+        env=embedder.env,
+        output=f"work/embeddings/{name}",
+        inputs={
+            "prepared": prepared,
+            "hm": images,
+            **({"weights": _weights_input(weights)} if profile == "full" and weights else {}),
+        },
+        params=_merged(embedder.params, embedder.smoke, profile),
+        profile=profile,
+        weights=weights,
+        resources=_resources(recipes, "embed", None),
+    )
+
+
 def _resources(recipes: Recipes, kind: str, letter: str | None) -> dict[str, Any]:
     given = recipes.slurm.get(kind)  # type: ignore[call-overload]
     model = recipes.models[letter].slurm if letter else None
@@ -153,10 +178,14 @@ def _model_stages(
     if profile == "full" and weights:
         common["weights"] = _weights_input(weights)
     average_inputs: dict[str, InputRef] = {}
+    if model.embeddings:
+        common["embeddings"] = InputRef(
+            f"work/embeddings/{model.embeddings}", f"embed/{model.embeddings}"
+        )
     for run in model.runs:
         run_inputs = dict(common)
-        if not run.features:  # B reads the images themselves; the others their region features
-            run_inputs["hm"] = images
+        if not run.features and not model.embeddings:
+            run_inputs["hm"] = images  # B reads the pictures; the others features or embeddings
         named = {"features": run.features, "extra_features": run.extra_features}
         for name, variant in named.items():
             if variant:
@@ -183,6 +212,8 @@ def _model_stages(
             run_inputs["pretrained"] = InputRef(pretrain.output, pretrain.id)
         for fit, predict in FITS.items():
             inputs = dict(run_inputs)
+            if fit == "traindev" and model.traindev_epochs_from_train:
+                inputs["train_fit"] = average_inputs[f"run:{run.name}:train"]
             params = {
                 **_merged(model.params, model.smoke, profile),
                 **run.params,
@@ -242,6 +273,9 @@ def build_stages(
     needed = dict.fromkeys(v for m in models for v in recipes.models[m].variants())
     for weights in dict.fromkeys(recipes.extract[v].weights for v in needed):
         stages.append(_extract_stage(recipes, weights, profile, prepared, images))
+    for name in dict.fromkeys(recipes.models[m].embeddings for m in models):
+        if name:
+            stages.append(_embed_stage(recipes, name, profile, prepared, images))
     for letter in models:
         stages += _model_stages(letter, recipes, profile, prepared, images)
     preds = {f"model:{m}": InputRef(f"work/preds/{m}", f"average/{m}") for m in models}

@@ -35,7 +35,9 @@ class StageSpec(BaseModel):
 
     format_version: int = SPEC_FORMAT_VERSION
     stage: str
-    kind: Literal["prepare", "extract", "pretrain", "train", "average", "ensemble", "report"]
+    kind: Literal[
+        "prepare", "extract", "embed", "pretrain", "train", "average", "ensemble", "report"
+    ]
     env: Literal["host", "extract", "torch", "paddle"]
     data_root: str
     output: str

@@ -31,7 +31,7 @@ from orchestrator.runtimes.local import LocalRuntime
 
 VENVS = Path(os.environ.get("HM_VENVS", REPO / ".venvs"))
 SMOKE = ["--topk", "20", "--profile", "smoke"]
-MODELS = ["B", "U", "ES", "X", "D"]
+MODELS = ["B", "C", "U", "ES", "X", "D"]
 # Tolerance 0: the two runtimes must agree bit for bit. Same wheels (one lock, one wheelhouse),
 # same CPU, the host's OpenBLAS kernel choice passed into the containers (compose.yaml), one
 # thread for fastText, seeded torch and paddle. Equal cache keys for the average and ensemble
@@ -76,10 +76,10 @@ def venvs() -> Path:
 @pytest.mark.slow
 @pytest.mark.usefixtures("docker_ready")
 def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) -> None:
-    # The project's B, U, ES, X and D recipes with one run each, ES reading U's variant without
+    # The project's B, C, U, ES, X and D recipes with one run each, ES reading U's variant without
     # its second box set: one feature variant to extract (a smoke extraction is most of this
     # test's time; X50 and D50 read U50's), every environment's image exercised (torch for B,
-    # U, X and D, with X's task pre-training; paddle for ES).
+    # C's CLIP embedding, U, X and D, with X's task pre-training; paddle for ES).
     recipes = tmp_path / "recipes.toml"
     table = tomllib.loads(one_run_recipes(DEFAULT_RECIPES, MODELS))
     assert {table["models"][m]["runs"][0]["features"] for m in ("U", "X", "D")} == {"vgattr5050"}
@@ -104,12 +104,13 @@ def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) ->
     for slug, record in theirs.items():
         assert record["status"] == "done", slug
         assert record["key"] == mine[slug]["key"], slug
-        if record["kind"] in ("extract", "pretrain", "train"):
+        if record["kind"] in ("extract", "embed", "pretrain", "train"):
             env = record["key_parts"]["env"]
             assert (record["runtime"], record["image"]) == ("docker", images.image_id(env)), slug
-        if record["kind"] in ("prepare", "extract", "pretrain"):
+        if record["kind"] in ("prepare", "extract", "embed", "pretrain"):
             assert record["output_hash"] == mine[slug]["output_hash"], slug
     assert any(r["kind"] == "extract" for r in theirs.values())  # U read region features
+    assert any(r["kind"] == "embed" for r in theirs.values())  # C read CLIP embeddings
 
     files = prediction_files(local)
     assert files == prediction_files(docker)

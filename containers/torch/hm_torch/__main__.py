@@ -1,4 +1,4 @@
-"""Stages of the torch environment: `python -m hm_torch {train,pretrain} --spec FILE`."""
+"""Stages of the torch environment: `python -m hm_torch {train,pretrain,embed} --spec FILE`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ def _pretrain(spec: StageSpec) -> None:
     pretrain_stage(spec)
 
 
-VERBS = {"train": _train, "pretrain": _pretrain}
+def _embed(spec: StageSpec) -> None:
+    from hm_torch.clip_embed import embed_stage
+
+    embed_stage(spec)
+
+
+VERBS = {"train": _train, "pretrain": _pretrain, "embed": _embed}
 
 if __name__ == "__main__":
     sys.exit(run_verb("hm_torch", VERBS))

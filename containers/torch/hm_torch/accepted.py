@@ -13,9 +13,11 @@ from pathlib import Path
 
 from hm_shared.accepted import FILE_NAME, main, table_text
 from hm_shared.spec import TRAIN_STAGE_PARAMS
+from hm_torch.clip_embed import EmbedConfig
 from hm_torch.engine import TrainConfig
 from hm_torch.models import MODELS, PRETRAINERS
 from hm_torch.models.baseline import BaselineConfig
+from hm_torch.models.hateclipper import HateClipperConfig
 from hm_torch.single_stream import RegionModelParams, _family_param_names
 
 PUBLISHED = Path(__file__).with_name(FILE_NAME)
@@ -29,6 +31,8 @@ def model_params(letter: str) -> set[str]:
     """The params a model's own config reads (besides the engine's and the stage's)."""
     if letter == "B":
         return _names(BaselineConfig)
+    if letter == "C":
+        return _names(HateClipperConfig)
     return _names(RegionModelParams) | _family_param_names(letter)
 
 
@@ -37,6 +41,7 @@ def accepted_params() -> dict[str, dict[str, list[str]]]:
     return {
         "train": {m: sorted(common | model_params(m)) for m in sorted(MODELS)},
         "pretrain": {m: sorted(common | model_params(m)) for m in sorted(PRETRAINERS)},
+        "embed": {"*": sorted(_names(EmbedConfig))},
     }
 
 

@@ -24,11 +24,11 @@ Use
 What the engine does (upstream hm.py, plus resumability)
     AdamW with no weight decay on biases and norm weights (every 1-d parameter); optional
     `head_lr_mult` for non-backbone parameters (upstream `--reg`: 500); linear warm-up over
-    `warmup` of the updates then linear (or cosine) decay; gradient accumulation; grad-norm
-    clipping; optional SWA (`AveragedModel` + `SWALR` from `swa_start` of the updates);
-    optional early stopping on dev loss (patience in evaluations); class balancing by weighted
-    sampling or loss weights; seeds for random/numpy/torch; bf16 autocast on cuda;
-    deterministic algorithms on cpu.
+    `warmup` of the updates then linear (or cosine) decay, or a constant lr; gradient
+    accumulation; grad-norm clipping; optional SWA (`AveragedModel` + `SWALR` from `swa_start`
+    of the updates); optional early stopping on dev loss or dev AUROC (patience in
+    evaluations); class balancing by weighted sampling or loss weights; seeds for
+    random/numpy/torch; bf16 autocast on cuda; deterministic algorithms on cpu.
 
     Log lines (json, one per line) go to `<work_dir>/log.jsonl`: `{"step", "epoch", "loss",
     "lr"}` every `log_every` updates and `{"step", "epoch", "dev_loss", "dev_auroc"}` at each
@@ -90,7 +90,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     head_lr_mult: float = 1.0  # lr factor of non-backbone parameters (upstream --reg: 500)
     warmup: float = 0.1  # fraction of all updates
-    schedule: Literal["linear", "cosine"] = "linear"
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # after the warm-up
     grad_accum: int = 1
     clip: float = 5.0  # max grad norm; 0 disables
     # "sum" = upstream's mean loss × batch size; it matters for clipping, not for Adam's step
@@ -100,7 +100,10 @@ class TrainConfig:
     swa_every: int = 1  # average every N-th update after swa_start (torchcontrib swa_freq: 5)
     swa_lr: float | None = None  # None: lr (upstream)
     swa_anneal_steps: int = 10
-    early_stopping: int = 0  # patience in evaluations without a lower dev loss; 0 disables
+    early_stopping: int = 0  # patience in evaluations without a better dev score; 0 disables
+    # the dev score early stopping watches and keeps the best weights of: the lowest dev_loss
+    # (vilio), or the highest dev_auroc (Hate-CLIPper's checkpoint on val/auroc)
+    early_stopping_metric: Literal["dev_loss", "dev_auroc"] = "dev_loss"
     eval_every: int = 0  # updates between dev evaluations; 0: epoch ends only
     log_every: int = 10
     checkpoint_every: int = 200  # updates between checkpoints; epoch ends always checkpoint
@@ -171,6 +174,8 @@ def _lr_lambda(total: int, warmup_steps: int, schedule: str) -> Callable[[int], 
         progress = (step - warmup_steps) / max(1, total - warmup_steps)
         if schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if schedule == "constant":
+            return 1.0
         return max(0.0, 1.0 - progress)
 
     return factor
@@ -311,7 +316,8 @@ class _Progress:
     step: int = 0  # optimiser updates done
     epoch: int = 0  # current epoch
     batch: int = 0  # micro-batches of the current epoch already consumed
-    best_loss: float = math.inf
+    best_score: float = -math.inf  # early stopping: higher is better (-dev_loss or dev_auroc)
+    best_epoch: int = 0  # epochs trained when the kept weights were taken
     bad_evals: int = 0
     stopped: bool = False
     log_bytes: int = 0
@@ -340,6 +346,9 @@ class Trainer:
         self.on_checkpoint = on_checkpoint  # called with the step after each checkpoint write
         self.checkpoint_path = self.work_dir / CHECKPOINT_DIR / "last.pt"
         self.log_path = self.work_dir / "log.jsonl"
+        # after `fit`: the epochs that produced the returned weights (the best epoch when early
+        # stopping kept one): the schedule a traindev fit repeats
+        self.best_epoch = 0
 
     # -- public ---------------------------------------------------------------------------
 
@@ -447,8 +456,10 @@ class Trainer:
             if valid is not None:
                 metrics = self._evaluate(valid, progress, epoch)
                 if cfg.early_stopping:
-                    if metrics["dev_loss"] < progress.best_loss:
-                        progress.best_loss, progress.bad_evals = metrics["dev_loss"], 0
+                    score = _score(metrics, cfg.early_stopping_metric)
+                    if score > progress.best_score:
+                        progress.best_score, progress.bad_evals = score, 0
+                        progress.best_epoch = epoch + 1
                         best_state = {
                             k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
                         }
@@ -457,6 +468,7 @@ class Trainer:
                         progress.stopped = progress.bad_evals >= cfg.early_stopping
             self._save(progress, optimizer, scheduler, swa_model, swa_scheduler, best_state)
 
+        self.best_epoch = progress.best_epoch if best_state is not None else progress.epoch
         if swa_model is not None:
             return swa_model.module
         if best_state is not None:
@@ -584,6 +596,14 @@ class Trainer:
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
         return _Progress(**state["progress"]), state["best_state"]
+
+
+def _score(metrics: dict[str, float], metric: str) -> float:
+    """The early-stopping score, higher is better; NaN (one class in dev) never improves."""
+    value = metrics[metric]
+    if math.isnan(value):
+        return -math.inf
+    return -value if metric == "dev_loss" else value
 
 
 def _numpy_state_to_torch(state: tuple[Any, ...]) -> tuple[Any, ...]:

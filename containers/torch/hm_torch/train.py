@@ -10,13 +10,14 @@ Output directory (the attempt dir, `spec.output_dir`):
 
 from __future__ import annotations
 
-from dataclasses import fields
+import json
+from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from hm_shared.errors import SpecError
+from hm_shared.errors import HmDataError, SpecError
 from hm_shared.io import atomic_write_json
 from hm_shared.metrics import accuracy, auroc
 from hm_shared.predictions import Predictions, write_predictions
@@ -49,6 +50,23 @@ def split_params(spec: StageSpec) -> tuple[TrainConfig, dict[str, Any]]:
     except (TypeError, ValueError) as exc:
         raise SpecError(f"stage {spec.stage}: bad train params: {exc}") from exc
     return config, model
+
+
+def epochs_of_train_fit(spec: StageSpec, config: TrainConfig) -> TrainConfig:
+    """The traindev fit of a model whose recipe fixes its schedule by the train fit (input
+    `train_fit`): as many epochs as the weights the train fit kept (its `best_epoch`)."""
+    if "train_fit" not in spec.inputs:
+        return config
+    path = spec.path("train_fit") / "metrics.json"
+    try:
+        best = int(json.loads(path.read_text(encoding="utf-8"))["best_epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HmDataError(
+            f"cannot read the train fit's best_epoch (an int, written by its stage): {exc}", path
+        ) from exc
+    if best < 1:
+        raise HmDataError(f"best_epoch is {best}, expected >= 1", path)
+    return replace(config, epochs=best)
 
 
 def stage_device(spec: StageSpec) -> torch.device:
@@ -89,6 +107,7 @@ def train_stage(spec: StageSpec) -> None:
     predict = list(spec.param("predict"))
     valid_split = spec.param("valid")
     config, model_params = split_params(spec)
+    config = epochs_of_train_fit(spec, config)
     device = stage_device(spec)
     prepared = spec.path("prepared")
     train_memes = read_split(prepared, fit)
@@ -105,6 +124,8 @@ def train_stage(spec: StageSpec) -> None:
         "fit": fit,
         "valid": valid_split,
         "device": device_name(device),
+        "epochs": config.epochs,
+        "best_epoch": trainer.best_epoch,
     }
     for split in predict:
         dataset = kit.dataset(read_split(prepared, split))

@@ -11,6 +11,7 @@
    already extracted: only their stages (X pre-trained once per run), the ensemble and the
    report run, over all seven models.
 4. the same command again runs nothing and leaves the stores untouched.
+5. `--models C,U` (issue 14): the CLIP embed stage and C's runs, no extraction; then nothing.
 """
 
 from __future__ import annotations
@@ -175,3 +176,31 @@ def test_region_models_share_variants_average_seeds_and_rerun_nothing(
     rerun = read_trace(data.trace)[rows:]
     assert rerun and {row["cached"] for row in rerun} == {"1"}
     assert stamps == {store: (store / "features.f32").stat().st_mtime_ns for store in stores}
+
+    # 5. C with U (issue 14): C reads CLIP embeddings, no region features: the embed stage and
+    # C's stages run, no extract stage; the traindev fits follow their train fits' schedules
+    rows = len(read_trace(data.trace))
+    clip = _run(data.root, ("C", "U"), venvs)
+    assert clip.returncode == 0, clip.stderr[-5000:]
+    runs = [run.name for run in recipes.models["C"].runs]
+    assert len(runs) == 5
+    new = ["embed/clip", "average/C", "ensemble", "report"]
+    new += [f"train/C/{run}/{fit}" for run in runs for fit in ("train", "traindev")]
+    assert _ran(data, rows) == sorted(new)
+    _assert_seed_average(data, "C", runs)
+    store = data.work / "embeddings" / "clip" / "embeddings.safetensors"
+    assert store.is_file()
+    for run in runs:
+        train, traindev = (
+            json.loads((data.work / "runs" / "C" / run / fit / "metrics.json").read_text())
+            for fit in ("train", "traindev")
+        )
+        assert traindev["epochs"] == train["best_epoch"] >= 1
+    ensemble = json.loads((data.work / "ensemble" / "ensemble.json").read_text())
+    assert sorted(ensemble["inputs"]) == ["C", "U"]
+    stamp = store.stat().st_mtime_ns
+    rows = len(read_trace(data.trace))
+    again = _run(data.root, ("C", "U"), venvs)
+    assert again.returncode == 0, again.stderr[-5000:]
+    assert {row["cached"] for row in read_trace(data.trace)[rows:]} == {"1"}
+    assert store.stat().st_mtime_ns == stamp

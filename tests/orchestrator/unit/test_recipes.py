@@ -87,3 +87,23 @@ def test_weights_are_relative_paths_from_urls(tmp_path: Path, weight: str, messa
     )
     with pytest.raises(RecipeError, match=r"r\.toml: models\.U\.weights\.0\." + message):
         load_recipes(path)
+
+
+def test_a_model_naming_an_undeclared_embedder_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "recipes.toml"
+    path.write_text(
+        '[models.C]\nenv = "torch"\nembeddings = "siglip"\n[[models.C.runs]]\nname = "C1"\n'
+        "seed = 1\n"
+    )
+    with pytest.raises(RecipeError, match=r"models\.C.*'siglip'.*\[embed\.siglip\]"):
+        load_recipes(path)
+
+
+def test_traindev_epochs_from_train_needs_early_stopping(tmp_path: Path) -> None:
+    path = tmp_path / "recipes.toml"
+    path.write_text(
+        '[models.C]\nenv = "torch"\ntraindev_epochs_from_train = true\n'
+        '[[models.C.runs]]\nname = "C1"\nseed = 1\n'
+    )
+    with pytest.raises(RecipeError, match="traindev_epochs_from_train needs early_stopping"):
+        load_recipes(path)

@@ -135,3 +135,29 @@ def test_train_and_pretrain_stages_add_only_the_shared_stage_params() -> None:
                 own = {**model.params, **model.smoke, **run.params}
             added = set(stage.params) - set(own)
             assert added <= set(TRAIN_STAGE_PARAMS), (stage.id, sorted(added))
+
+
+def test_c_reads_one_embed_stage_and_no_region_features() -> None:
+    recipes = load_recipes(DEFAULT_RECIPES)
+    smoke = {s.id: s for s in build_stages(recipes, ("C",), "smoke")}
+    assert not [i for i in smoke if i.startswith("extract/")]
+    embed = smoke["embed/clip"]
+    assert (embed.kind, embed.env, embed.output) == ("embed", "torch", "work/embeddings/clip")
+    assert embed.needs_accelerator and embed.params["tiny"] is True
+    assert {k: v.path for k, v in embed.inputs.items()} == {"prepared": "work/prepared", "hm": "hm"}
+    assert embed.inputs["hm"].keyed_by == "prepared"
+    train, traindev = smoke["train/C/C1/train"], smoke["train/C/C1/traindev"]
+    assert "hm" not in train.inputs and train.inputs["embeddings"].producer == "embed/clip"
+    # the traindev fit trains the epochs its train fit kept: it waits for that fit
+    assert traindev.inputs["train_fit"].producer == "train/C/C1/train"
+    assert "train_fit" not in train.inputs
+    assert traindev.deps == ["embed/clip", "prepare", "train/C/C1/train"]
+    assert (train.params["early_stopping_metric"], traindev.params["early_stopping"]) == (
+        "dev_auroc",
+        0,
+    )
+    full = {s.id: s for s in build_stages(recipes, ("C", "B"), "full")}
+    files = full["embed/clip"].inputs["weights"].files
+    assert files is not None and "clip-vit-large-patch14/model.safetensors" in files
+    assert "weights" not in full["train/C/C1/train"].inputs  # C reads vectors only
+    assert [s.id for s in build_stages(recipes, ("C", "B"), "full")].count("embed/clip") == 1

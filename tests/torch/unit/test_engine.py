@@ -103,6 +103,8 @@ def test_lr_schedule_warms_up_then_decays_linearly() -> None:
     assert factor(100) == pytest.approx(0.0)
     cosine = _lr_lambda(total=100, warmup_steps=0, schedule="cosine")
     assert cosine(50) == pytest.approx(0.5)
+    constant = _lr_lambda(total=100, warmup_steps=0, schedule="constant")
+    assert {constant(s) for s in (0, 50, 99)} == {1.0}  # Hate-CLIPper: AdamW at a fixed lr
 
 
 def test_param_groups_exclude_bias_and_layernorm_from_decay() -> None:
@@ -212,6 +214,22 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path) -> None:
     assert losses.index(best) == len(losses) - 3  # two evaluations without improvement
     scores = evaluate(final, ToyDataset(40, seed=2), default_collate)
     assert scores["dev_loss"] == pytest.approx(best, rel=1e-5)
+
+
+def test_early_stopping_on_dev_auroc_keeps_the_best_auroc_weights(tmp_path: Path) -> None:
+    config = TrainConfig(
+        **{**BASE, "epochs": 8, "eval_every": 0, "lr": 0.3, "early_stopping": 8},
+        early_stopping_metric="dev_auroc",
+    )
+    trainer = Trainer(toy_model(), config, default_collate, work_dir=tmp_path)
+    final = trainer.fit(ToyDataset(100, seed=1), ToyDataset(40, seed=2))
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    aurocs = [r["dev_auroc"] for r in log if "dev_auroc" in r]
+    assert len(aurocs) == 8  # patience 8: every epoch ran
+    best = max(aurocs)
+    assert trainer.best_epoch == aurocs.index(best) + 1  # the first epoch that reached it
+    scores = evaluate(final, ToyDataset(40, seed=2), default_collate)
+    assert scores["dev_auroc"] == pytest.approx(best)
 
 
 def test_predict_proba_is_softmax_in_dataset_order(tmp_path: Path) -> None:

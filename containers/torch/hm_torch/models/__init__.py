@@ -16,6 +16,7 @@ from hm_shared.dataset import Meme
 from hm_shared.spec import StageSpec
 from hm_torch.engine import ModelKit
 from hm_torch.models.baseline import build_baseline
+from hm_torch.models.hateclipper import build_hateclipper
 from hm_torch.single_stream import (
     build_oscar,
     build_region_model,
@@ -29,6 +30,7 @@ Pretrainer = Callable[[StageSpec], None]
 
 MODELS: dict[str, Builder] = {
     "B": build_baseline,
+    "C": build_hateclipper,
     "D": build_region_model("D"),
     "O": build_oscar,
     "U": build_uniter,

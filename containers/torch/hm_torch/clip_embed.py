@@ -46,6 +46,7 @@ from hm_shared.dataset import SPLITS, Meme
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.io import atomic_write_bytes, atomic_write_json
 from hm_shared.spec import STATS_FILE, StageSpec
+from hm_torch.checkpoints import sorted_metadata
 from hm_torch.data import load_image, read_split
 from hm_torch.engine import CHECKPOINT_DIR
 
@@ -324,14 +325,15 @@ def _read_progress(progress: Path) -> Iterator[tuple[str, dict[str, np.ndarray]]
 
 
 def write_store(path: Path, rows: dict[str, dict[str, np.ndarray]], meta: dict[str, str]) -> None:
-    """The store file: one [N, d] float32 tensor per column, rows in sorted-id order."""
+    """The store file: one [N, d] float32 tensor per column, rows in sorted-id order; the same
+    rows give the same bytes (a consumer's cache key holds the file's hash)."""
     ids = sorted(rows)
     tensors = {
         name: np.ascontiguousarray(np.stack([rows[i][name] for i in ids]).astype(np.float32))
         for name in COLUMNS
     }
     metadata = {**meta, "format": STORE_FORMAT, "ids": json.dumps(ids)}
-    atomic_write_bytes(path, numpy_bytes(tensors, metadata=metadata))
+    atomic_write_bytes(path, sorted_metadata(numpy_bytes(tensors, metadata=metadata)))
 
 
 def embed_stage(spec: StageSpec) -> None:

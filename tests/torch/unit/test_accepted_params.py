@@ -8,7 +8,9 @@ import pytest
 
 from hm_shared.errors import SpecError
 from hm_torch.accepted import PUBLISHED, accepted_params, published_text
+from hm_torch.clip_embed import EmbedConfig
 from hm_torch.models.baseline import BaselineConfig
+from hm_torch.models.hateclipper import HateClipperConfig
 from hm_torch.single_stream import RegionModelParams, _family_param_names
 
 
@@ -20,12 +22,14 @@ def test_published_table_is_current() -> None:
 
 def test_table_covers_every_model_and_the_engine() -> None:
     table = accepted_params()
-    assert sorted(table["train"]) == ["B", "D", "O", "U", "V", "X"]
+    assert sorted(table["train"]) == ["B", "C", "D", "O", "U", "V", "X"]
     assert sorted(table["pretrain"]) == ["O", "V", "X"]
+    assert "commit_every_s" in table["embed"]["*"] and "lr" not in table["embed"]["*"]
     for letter, names in table["train"].items():
         assert {"lr", "epochs", "seed", "model", "fit"} <= set(names), letter
     assert "fusion_dim" in table["train"]["B"] and "x_layers" in table["train"]["X"]
     assert "x_layers" not in table["train"]["U"]
+    assert {"fusion", "map_dim", "early_stopping_metric"} <= set(table["train"]["C"])
 
 
 def test_what_the_table_leaves_out_the_stages_refuse() -> None:
@@ -36,3 +40,9 @@ def test_what_the_table_leaves_out_the_stages_refuse() -> None:
     assert "box" not in table["train"]["X"]
     with pytest.raises(SpecError, match="box"):
         RegionModelParams.from_params({"box": 1}, "stage train/X", _family_param_names("X"))
+    assert "fusion_kind" not in table["train"]["C"]
+    with pytest.raises(SpecError, match="fusion_kind"):
+        HateClipperConfig.from_params({"fusion_kind": "align"}, "stage train/C")
+    assert "model_path" not in table["embed"]["*"]
+    with pytest.raises(SpecError, match="model_path"):
+        EmbedConfig.from_params({"model_path": "x"}, "stage embed/clip")

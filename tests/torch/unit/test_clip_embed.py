@@ -119,7 +119,12 @@ def test_the_store_reads_back_rows_by_id_and_names_absent_ones(tmp_path: Path) -
         key: {name: rng.standard_normal(4 + i).astype(np.float32) for i, name in enumerate(COLUMNS)}
         for key in ("00012", "00003", "00500")
     }
-    write_store(tmp_path / "embeddings.safetensors", rows, {"model": "test"})
+    meta = {"model": "test", "image_size": "32", "text_max_length": "77"}
+    write_store(tmp_path / "embeddings.safetensors", rows, meta)
+    first = (tmp_path / "embeddings.safetensors").read_bytes()
+    for _ in range(8):  # the library orders metadata by a random hash map: ours is sorted
+        write_store(tmp_path / "embeddings.safetensors", rows, meta)
+        assert (tmp_path / "embeddings.safetensors").read_bytes() == first
     store = EmbeddingStore.open(tmp_path)
     assert store.ids == ["00003", "00012", "00500"] and store.meta["model"] == "test"
     picked = store.rows(["00500", "00003"], "here")

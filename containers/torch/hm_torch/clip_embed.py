@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from hm_shared.dataset import SPLITS, Meme
-from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
+from hm_shared.errors import HmDataError, MissingWeightsError
 from hm_shared.io import atomic_write_bytes, atomic_write_json
 from hm_shared.spec import STATS_FILE, StageSpec
 from hm_torch.checkpoints import sorted_metadata
 from hm_torch.data import load_image, read_split
 from hm_torch.engine import CHECKPOINT_DIR
+from hm_torch.params import config_from_params
 
 STORE_FILE = "embeddings.safetensors"
 STORE_FORMAT = "1"
@@ -77,11 +78,7 @@ class EmbedConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str) -> EmbedConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise SpecError(f"{where}: unknown embed param(s) {unknown}; valid: {sorted(known)}")
-        return cls(**params)
+        return config_from_params(cls, params, where, "embed")
 
 
 # -- the encoder ------------------------------------------------------------------------------

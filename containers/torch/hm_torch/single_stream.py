@@ -40,6 +40,7 @@ from hm_torch.models.visualbert import (
     VisualBertForHatefulMemes,
     VisualBertForPretraining,
 )
+from hm_torch.params import config_from_params
 from hm_torch.pretraining import corrupt_batch, pretraining_loss
 from hm_torch.regions import PositionKind, RegionDataset, collate_regions
 from hm_torch.tokenization import TextTokenizer, load_tokenizer, train_vocab
@@ -79,15 +80,7 @@ class RegionModelParams:
         cls, params: dict[str, Any], where: str, own: Iterable[str] = ()
     ) -> RegionModelParams:
         """`own`: the params the model file itself reads (they count as known)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            valid = sorted(known | set(own))
-            raise SpecError(f"{where}: unknown model param(s) {unknown}; valid: {valid}")
-        try:
-            return cls(**params)
-        except TypeError as exc:
-            raise SpecError(f"{where}: bad model params: {exc}") from exc
+        return config_from_params(cls, params, where, "model", also_valid=own)
 
 
 @dataclass(frozen=True)

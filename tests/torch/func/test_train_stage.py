@@ -151,7 +151,7 @@ def test_killed_stage_resumes_to_the_same_weights(tiny_data: Path) -> None:
     ("name", "params", "code", "message"),
     [
         ("letter", {"model": "Q"}, 2, "model 'Q' has no train builder in hm_torch; valid: ['B'"),
-        ("param", {"fusion_size": 3}, 2, "unknown param(s) ['fusion_size'] for model B"),
+        ("param", {"fusion_size": 3}, 2, "unknown model B param(s) ['fusion_size']"),
         ("fit", {"fit": "dev"}, 2, "param fit is 'dev', expected one of ('train', 'traindev')"),
         ("split", {"predict": ["dev_nope"]}, 3, "dev_nope.jsonl: prepared split 'dev_nope'"),
     ],

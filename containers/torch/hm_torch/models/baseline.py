@@ -23,11 +23,12 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from hm_shared.dataset import Meme
-from hm_shared.errors import MissingWeightsError, SpecError
+from hm_shared.errors import MissingWeightsError
 from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import CheckpointFormat, load_checkpoint
 from hm_torch.data import ImageLoader, MemeDataset, read_split
 from hm_torch.engine import CHECKPOINT_DIR, ModelKit, TrainConfig
+from hm_torch.params import config_from_params
 from hm_torch.text_fasttext import load_vectors, save_vectors, train_sentence_vectors
 
 RESNET152_FILE = "resnet152-f82ba261.pth"
@@ -55,15 +56,8 @@ class BaselineConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str) -> BaselineConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            engine = sorted(f.name for f in fields(TrainConfig))
-            raise SpecError(
-                f"{where}: unknown param(s) {unknown} for model B; valid model "
-                f"params: {sorted(known)}; engine params: {engine}"
-            )
-        return cls(**params)
+        engine = sorted(f.name for f in fields(TrainConfig))
+        return config_from_params(cls, params, where, "model B", note=f"; engine params: {engine}")
 
 
 class BaselineSmallCNN(nn.Module):

@@ -29,10 +29,10 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
 from hm_shared.dataset import Meme
-from hm_shared.errors import SpecError
 from hm_shared.spec import StageSpec
 from hm_torch.clip_embed import EmbeddingStore
 from hm_torch.engine import ModelKit, TrainConfig
+from hm_torch.params import config_from_params
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,8 @@ class HateClipperConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str) -> HateClipperConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            engine = sorted(f.name for f in fields(TrainConfig))
-            raise SpecError(
-                f"{where}: unknown param(s) {unknown} for model C; valid model params: "
-                f"{sorted(known)}; engine params: {engine}"
-            )
-        return cls(**params)
+        engine = sorted(f.name for f in fields(TrainConfig))
+        return config_from_params(cls, params, where, "model C", note=f"; engine params: {engine}")
 
 
 def _mapping(in_dim: int, config: HateClipperConfig) -> nn.Sequential:

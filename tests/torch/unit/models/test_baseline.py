@@ -109,7 +109,7 @@ def test_missing_weights_name_file_and_url(tmp_path: Path) -> None:
 
 def test_unknown_param_lists_the_valid_ones() -> None:
     with pytest.raises(
-        SpecError, match=r"unknown param\(s\) \['fusion_size'\].*'fusion_dim'"
+        SpecError, match=r"unknown model B param\(s\) \['fusion_size'\].*'fusion_dim'"
     ) as info:
         BaselineConfig.from_params({"fusion_size": 3}, "stage train/B")
     assert "engine params: [" in str(info.value) and "'lr'" in str(info.value)

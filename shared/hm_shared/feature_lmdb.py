@@ -201,7 +201,8 @@ def encode_value(
     }
 
 
-def _put_batch(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:
+def put_batch(env: lmdb.Environment, batch: list[tuple[bytes, bytes]]) -> None:
+    """Write (key, value) pairs in one transaction, growing the map when it is full."""
     while True:
         try:
             with env.begin(write=True) as txn:
@@ -231,10 +232,10 @@ def write_lmdb(items: Iterable[RegionFeatures], path: Path, num_classes: int | N
                 batch.append((key, pickle.dumps(value, protocol=_PICKLE_PROTOCOL)))
                 keys.append(key)
                 if len(batch) == _BATCH:
-                    _put_batch(env, batch)
+                    put_batch(env, batch)
                     batch = []
             batch.append((KEYS_KEY, pickle.dumps(keys, protocol=_PICKLE_PROTOCOL)))
-            _put_batch(env, batch)
+            put_batch(env, batch)
             env.sync(True)
         finally:
             env.close()
@@ -302,6 +303,7 @@ __all__ = [
     "import_lmdb",
     "info_problem",
     "iter_lmdb",
+    "put_batch",
     "read_lmdb",
     "write_lmdb",
 ]

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 
 from hm_shared.dataset import SPLITS, Meme
 from hm_shared.errors import HmDataError, MissingWeightsError
+from hm_shared.feature_lmdb import put_batch
 from hm_shared.io import atomic_write_bytes, atomic_write_json
 from hm_shared.spec import STATS_FILE, StageSpec
 from hm_torch.checkpoints import sorted_metadata
@@ -294,19 +295,12 @@ def encode_memes(
                 value = numpy_bytes({name: columns[name][row] for name in COLUMNS})
                 pending.append((meme_id.encode(), value))
             if time.monotonic() - last_commit >= commit_every_s:
-                _commit(env, pending)
+                put_batch(env, pending)
                 pending, last_commit = [], time.monotonic()
-        _commit(env, pending)
+        put_batch(env, pending)
         return len(todo)
     finally:
         env.close()
-
-
-def _commit(env: lmdb.Environment, rows: list[tuple[bytes, bytes]]) -> None:
-    if rows:
-        with env.begin(write=True) as txn:
-            for key, value in rows:
-                txn.put(key, value)
 
 
 def _read_progress(progress: Path) -> Iterator[tuple[str, dict[str, np.ndarray]]]:

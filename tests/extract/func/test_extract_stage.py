@@ -201,7 +201,8 @@ def test_a_stage_killed_mid_pass_resumes_to_the_stores_of_an_unbroken_run(
     )
     store = root / ATTEMPT / "vgattr3636"
     deadline = time.monotonic() + 300
-    while not ((store / "index.npy").is_file() and len(FeatureStore(store)) > 0):
+    # store.json is written last when a store is created: until then it is not a store yet
+    while not ((store / "store.json").is_file() and len(FeatureStore(store)) > 0):
         assert proc.poll() is None, "the stage ended before its first commit"
         assert time.monotonic() < deadline
         time.sleep(0.01)

@@ -19,6 +19,7 @@ from orchestrator.executor import Executor, OnError, Outcome
 from orchestrator.gpus import resolve_gpus
 from orchestrator.lock import DataLock
 from orchestrator.plan import Fingerprints, PlannedStage, plan
+from orchestrator.predict import PredictInput, predict_stages
 from orchestrator.progress import RunProgress
 from orchestrator.recipes import DEFAULT_RECIPES, Weight, load_recipes
 from orchestrator.records import Record, read_record
@@ -263,13 +264,7 @@ def run(
     _, stages = select_stages(settings, selection)
     if not synthetic and not data.root.is_dir():
         raise no_data_dir_error(data)  # before the lock, which would create it
-    if selection.profile == "full":
-        missing = missing_weights(data, stages)
-        if missing:
-            raise missing_weights_error(data, missing)
-        changed = changed_weights(data, stages)
-        if changed:
-            raise weights_lock.changed_weights_error(data.weights, changed, selection.models)
+    check_weights(data, stages, selection)
     if slurm is not None and settings.runtime == "docker":
         wants_gpu = slurm.gpus or any(s.resources.get("gpus") for s in stages)
         if wants_gpu:  # the compose GPU service must name the GPU SLURM chose
@@ -304,6 +299,80 @@ def run(
     return RunResult(
         outcome, generated, sorted(ensemble.glob("FIN_*.csv")), report if report.is_file() else None
     )
+
+
+def check_weights(data: DataDir, stages: list[StageDef], selection: Selection) -> None:
+    """The full profile's pre-flight: every pretrained file present and as fetched."""
+    if selection.profile != "full":
+        return
+    missing = missing_weights(data, stages)
+    if missing:
+        raise missing_weights_error(data, missing)
+    changed = changed_weights(data, stages)
+    if changed:
+        raise weights_lock.changed_weights_error(data.weights, changed, selection.models)
+
+
+def run_command_line(data: DataDir, selection: Selection, models: tuple[str, ...]) -> str:
+    topk = f" --topk {selection.topk}" if selection.topk is not None else ""
+    return (
+        f"orchestrator run --models {','.join(models)} --profile {selection.profile}{topk} "
+        f"--data {data.root}"
+    )
+
+
+@dataclass
+class PredictResult:
+    outcome: Outcome
+    scores: Path  # the scores stage's output folder
+
+
+def predict(
+    settings: Settings,
+    selection: Selection,
+    source: PredictInput,
+    ocr: str = "tesseract",
+    console: Console | None = None,
+    gpus: tuple[str, ...] = (),
+    jobs: int | None = None,
+) -> PredictResult:
+    """Score the memes of `source` with the finished run of `selection` in the data dir.
+
+    Every stage of the run must be done and current (cached); otherwise nothing runs and the
+    error names the command that trains the models. The predict stages then run like a run's.
+    """
+    console = console or Console(stderr=True, soft_wrap=True)
+    data = DataDir(settings.data)
+    models, run_stages = select_stages(settings, selection)
+    if not data.root.is_dir():
+        raise no_data_dir_error(data)
+    check_weights(data, run_stages, selection)
+    stages = run_stages + predict_stages(run_stages, models, source, ocr)
+    resolve = runtime_resolver(settings)
+    gpus = resolve_gpus(gpus)
+    resolve("extract").check_gpus(gpus)
+    with DataLock(data.lock, data.root):
+        hashes = fingerprints(settings, data, stages)
+        records = {s.id: read_record(data, s.slug) for s in stages}
+        problems = cache.output_problems(data.root, stages, records)
+        planned = plan(stages, records, hashes, problems)
+        owned = {s.id for s in run_stages}
+        stale = [p for p in planned if p.stage.id in owned and p.action == "run"]
+        if stale:
+            shown = "; ".join(f"{p.stage.id}: {p.reason}" for p in stale[:3])
+            raise HmDataError(
+                f"the run of {','.join(models)} ({selection.profile} profile) is not finished "
+                f"here: {len(stale)} of its stages would run ({shown}"
+                f"{' …' if len(stale) > 3 else ''}); train the models first with "
+                f"`{run_command_line(data, selection, models)}`",
+                data.root,
+            )
+        with RunProgress(len(planned), console) as progress:
+            executor = Executor(
+                data, resolve, hashes, progress, jobs=jobs or max(1, len(gpus)), gpus=gpus
+            )
+            outcome = executor.execute(planned)
+    return PredictResult(outcome, data.root / stages[-1].output)
 
 
 def status(settings: Settings, selection: Selection) -> list[StageStatus]:

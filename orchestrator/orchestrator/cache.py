@@ -190,7 +190,9 @@ class HashCache:
                 path,
             )
         stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-        rel = path.relative_to(self.root).as_posix()
+        # inputs outside the data dir (the memes of `orchestrator predict`) by absolute path
+        inside = path.is_relative_to(self.root)
+        rel = path.relative_to(self.root).as_posix() if inside else path.as_posix()
         entry = self._entries.get(rel)
         if entry and all(entry.get(k) == v for k, v in stamp.items()):
             return str(entry["sha256"])

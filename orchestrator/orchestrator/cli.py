@@ -9,6 +9,7 @@ import click
 from hm_shared.errors import HmError
 from orchestrator.cli_envs import envs, images
 from orchestrator.cli_pipeline import plan_command, run_command
+from orchestrator.cli_predict import predict_command
 from orchestrator.cli_status import status_command
 from orchestrator.cli_weights import weights
 from orchestrator.errors import UnknownModelError, file_system_fault
@@ -49,6 +50,7 @@ def cli() -> None:
 
 cli.add_command(run_command)
 cli.add_command(plan_command)
+cli.add_command(predict_command)
 cli.add_command(status_command)
 cli.add_command(envs)
 cli.add_command(images)

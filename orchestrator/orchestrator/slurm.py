@@ -57,6 +57,7 @@ DEFAULT_RESOURCES: dict[str, Resources] = {
     "embed": Resources(cpus=4, mem="16G", time="4:00:00"),
     "pretrain": Resources(cpus=4, mem="32G", time="24:00:00"),
     "train": Resources(cpus=4, mem="32G", time="24:00:00"),
+    "predict": Resources(cpus=4, mem="32G", time="4:00:00"),
 }
 
 

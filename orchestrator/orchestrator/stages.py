@@ -23,7 +23,19 @@ from typing import Any, Literal
 from orchestrator.recipes import DETECTOR_WEIGHTS, Recipes, Weight
 
 Profile = Literal["smoke", "full"]
-Kind = Literal["prepare", "extract", "embed", "pretrain", "train", "average", "ensemble", "report"]
+Kind = Literal[
+    "prepare",
+    "extract",
+    "embed",
+    "pretrain",
+    "train",
+    "average",
+    "ensemble",
+    "report",
+    "intake",  # the stages of `orchestrator predict` (orchestrator.predict)
+    "predict",
+    "scores",
+]
 
 # fit → the splits its stage predicts (docs/architecture.md §2.2)
 FITS: dict[str, tuple[str, ...]] = {
@@ -34,7 +46,7 @@ FITS: dict[str, tuple[str, ...]] = {
 # traindev, so the traindev fit has none: it runs its full schedule (upstream logs dev_seen
 # there, which is only training data).
 VALID: dict[str, str | None] = {"train": "dev_seen", "traindev": None}
-ACCELERATED: frozenset[str] = frozenset({"extract", "embed", "pretrain", "train"})
+ACCELERATED: frozenset[str] = frozenset({"extract", "embed", "pretrain", "train", "predict"})
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,26 @@ def _report(spec: StageSpec) -> None:
     report_stage(spec)
 
 
-VERBS = {"prepare": _prepare, "average": _average, "ensemble": _ensemble, "report": _report}
+def _intake(spec: StageSpec) -> None:
+    from hm_shared.intake import intake_stage
+
+    intake_stage(spec)
+
+
+def _scores(spec: StageSpec) -> None:
+    from hm_shared.scores import scores_stage
+
+    scores_stage(spec)
+
+
+VERBS = {
+    "prepare": _prepare,
+    "average": _average,
+    "ensemble": _ensemble,
+    "report": _report,
+    "intake": _intake,
+    "scores": _scores,
+}
 
 if __name__ == "__main__":
     sys.exit(run_verb("hm_shared", VERBS))

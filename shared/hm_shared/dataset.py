@@ -22,6 +22,7 @@ from hm_shared.io import atomic_write_text
 
 SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
 LABELLED_SPLITS = ("train", "dev_seen", "dev_unseen")  # the test files may lack `label`
+PREDICT_SPLIT = "predict"  # the new memes of `orchestrator predict` (hm_shared.intake)
 IMG_DIR = "img"
 # Longest meme text accepted, in characters. A caption is a sentence or two (the longest in the
 # public splits is a few hundred characters); a text this long is a broken export, and one of
@@ -271,6 +272,7 @@ def write_prepared(path: Path, memes: Sequence[Meme]) -> None:
 __all__ = [
     "LABELLED_SPLITS",
     "MAX_TEXT_CHARS",
+    "PREDICT_SPLIT",
     "SPLITS",
     "Meme",
     "load_dataset",

@@ -51,33 +51,58 @@ def simple_average(
     weights: ArrayLike | None = None,
     power: float = 1.0,
     normalize: bool = False,
+    reference: ArrayLike | None = None,
 ) -> np.ndarray:
     """Σ wᵢ·pᵢ^power over the columns of `matrix` (float[n, k]); weights are scaled to sum 1.
 
-    `normalize` min-max scales each column first (within this matrix, i.e. one split).
+    `normalize` min-max scales each column first: within this matrix (one split), or with the
+    minimum and maximum of `reference` (float[m, k]; values beyond them are clipped to [0, 1]).
 
     >>> simple_average([[0.2, 0.6], [0.4, 1.0]], power=2).round(6).tolist()
     [0.2, 0.58]
+    >>> simple_average([[0.3, 0.8]], normalize=True, reference=[[0.2, 0.6], [0.4, 1.0]]).tolist()
+    [0.5]
     """
     m = np.asarray(matrix, dtype=np.float64)
     w = _weights(m.shape[1], weights)
     if normalize:
-        lo, hi = m.min(axis=0), m.max(axis=0)
+        ref = m if reference is None else np.asarray(reference, dtype=np.float64)
+        lo, hi = ref.min(axis=0), ref.max(axis=0)
         span = np.where(hi > lo, hi - lo, 1.0)
         # A constant column carries no ranking; 0.5 keeps it neutral instead of upstream's NaN.
         m = np.where(hi > lo, (m - lo) / span, 0.5)
+        if reference is not None:
+            m = np.clip(m, 0.0, 1.0)
     return (m**power) @ w  # (n,)
 
 
-def rank_average(matrix: ArrayLike, weights: ArrayLike | None = None) -> np.ndarray:
+def rank_average(
+    matrix: ArrayLike, weights: ArrayLike | None = None, reference: ArrayLike | None = None
+) -> np.ndarray:
     """Σ wᵢ·rank(pᵢ)/n: each column replaced by its ranks (ties averaged), scaled into (0, 1].
+
+    With `reference` (float[m, k]) a value is ranked among that column's reference values
+    instead (one that is not among them falls half-way between its neighbours), over m: a row
+    of the reference gets exactly the rank it has there.
 
     >>> rank_average([[0.1, 0.7], [0.9, 0.8], [0.5, 0.3]]).tolist()
     [0.5, 1.0, 0.5]
+    >>> ref = [[0.1, 0.7], [0.9, 0.8], [0.5, 0.3]]
+    >>> rank_average([[0.9, 0.8], [0.6, 0.2]], reference=ref).round(6).tolist()
+    [1.0, 0.5]
     """
     m = np.asarray(matrix, dtype=np.float64)
     w = _weights(m.shape[1], weights)
-    ranks = rankdata(m, axis=0) / m.shape[0]  # (n, k)
+    if reference is None:
+        ranks = rankdata(m, axis=0) / m.shape[0]  # (n, k)
+    else:
+        ref = np.sort(np.asarray(reference, dtype=np.float64), axis=0)  # (m, k)
+        ranks = np.empty_like(m)
+        for j in range(m.shape[1]):
+            below = np.searchsorted(ref[:, j], m[:, j], side="left")
+            upto = np.searchsorted(ref[:, j], m[:, j], side="right")
+            # the mean of the tied positions; a value above every reference one ranks first
+            ranks[:, j] = np.minimum((below + 1 + upto) / 2, ref.shape[0]) / ref.shape[0]
     return ranks @ w
 
 
@@ -204,15 +229,7 @@ def _blends(
     sx_weights = optimize_weights(dev, y)
 
     def blend(m: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [
-                simple_average(m, normalize=True),
-                simple_average(m, power=2, normalize=True),
-                rank_average(m),
-                np.clip(m @ sx_weights, 0.0, 1.0),
-            ],
-            axis=1,
-        )  # (n, 4)
+        return _round_blends(m, sx_weights, None)  # (n, 4)
 
     blend_names = [f"{b}{tag}" for b in BLENDS]
     dev_blends = blend(dev)
@@ -312,6 +329,59 @@ def ensemble(
         rounds=rounds,
         weights=weights,
     )
+
+
+def _round_blends(
+    m: np.ndarray, sx_weights: np.ndarray, reference: np.ndarray | None
+) -> np.ndarray:
+    """One round's SA, PA, RA and SX of the columns of `m` (float[n, 4]); SA, PA and RA scale
+    a column within `m` (one split), or as in `reference` when given (`apply_ensemble`)."""
+    return np.stack(
+        [
+            simple_average(m, normalize=True, reference=reference),
+            simple_average(m, power=2, normalize=True, reference=reference),
+            rank_average(m, reference=reference),
+            np.clip(m @ sx_weights, 0.0, 1.0),
+        ],
+        axis=1,
+    )
+
+
+def apply_ensemble(
+    summary: Mapping[str, Any],
+    models: Mapping[str, Predictions],
+    reference: Mapping[str, Predictions],
+) -> Predictions:
+    """The final score of an ensemble (its `summary()`, i.e. ensemble.json) for new memes.
+
+    `models` maps each ensembled model to its predictions of the new memes; `reference` to its
+    predictions of the split the scaling is frozen on. The round-1 blends SA, PA and RA scale a
+    column within its split (min-max, ranks); a new meme is scaled as that split's memes were,
+    so a meme of the reference split gets exactly its final probability there. Round-2 SX
+    weights and the threshold are the stored ones.
+    """
+    rounds = summary["rounds"]
+    names = list(rounds[0]["columns"]) if rounds else list(summary["weights"])
+    if sorted(models) != sorted(names) or sorted(reference) != sorted(names):
+        raise HmDataError(
+            f"the ensemble blends models {sorted(names)}; got predictions of {sorted(models)} "
+            f"and reference predictions of {sorted(reference)}"
+        )
+    ids, m = join_by_id([models[n] for n in names])  # (n, N)
+    if len(names) == 1:
+        final = m[:, 0]
+    else:
+        _, ref = join_by_id([reference[n] for n in names])
+        first = np.array([rounds[0]["sx_weights"][n] for n in names])
+        candidates = names + [f"{b}1" for b in BLENDS]
+        stacked = np.hstack([m, _round_blends(m, first, ref)])
+        kept = list(rounds[1]["columns"])
+        columns = stacked[:, [candidates.index(c) for c in kept]]
+        second = np.array([rounds[1]["sx_weights"][c] for c in kept])
+        final = np.clip(columns @ second, 0.0, 1.0)
+    proba = np.clip(final, 0.0, 1.0)
+    label = (proba >= float(summary["threshold"])).astype(np.int64)
+    return Predictions(ids, proba, label, "ensemble of " + ", ".join(names))
 
 
 def _model_inputs(spec: StageSpec) -> dict[str, Path]:

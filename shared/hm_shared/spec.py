@@ -36,7 +36,17 @@ class StageSpec(BaseModel):
     format_version: int = SPEC_FORMAT_VERSION
     stage: str
     kind: Literal[
-        "prepare", "extract", "embed", "pretrain", "train", "average", "ensemble", "report"
+        "prepare",
+        "extract",
+        "embed",
+        "pretrain",
+        "train",
+        "average",
+        "ensemble",
+        "report",
+        "intake",
+        "predict",
+        "scores",
     ]
     env: Literal["host", "extract", "torch", "paddle"]
     data_root: str

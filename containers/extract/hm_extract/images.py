@@ -21,11 +21,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from hm_shared.dataset import SPLITS, read_prepared
+from hm_shared.dataset import PREDICT_SPLIT, SPLITS, read_prepared
 from hm_shared.errors import HmDataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-PREPARED_SPLITS = (*SPLITS, "traindev", "pretrain")
+# the prepare stage's splits, and the new memes of `orchestrator predict` (hm_shared.intake)
+PREPARED_SPLITS = (*SPLITS, "traindev", "pretrain", PREDICT_SPLIT)
 # PIL modes of 16- and 32-bit single-channel images (16-bit grey PNGs open as one of these)
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 

@@ -1,4 +1,4 @@
-"""Stages of the paddle environment: `python -m hm_paddle train --spec FILE`."""
+"""Stages of the paddle environment: `python -m hm_paddle {train,predict} --spec FILE`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ def _train(spec: StageSpec) -> None:
     train_stage(spec)
 
 
-VERBS = {"train": _train}
+def _predict(spec: StageSpec) -> None:
+    from hm_paddle.train import predict_stage
+
+    predict_stage(spec)
+
+
+VERBS = {"train": _train, "predict": _predict}
 
 if __name__ == "__main__":
     sys.exit(run_verb("hm_paddle", VERBS))

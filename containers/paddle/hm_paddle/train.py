@@ -26,7 +26,7 @@ from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes, hateful_los
 from hm_paddle.params import load_upstream_params
 from hm_paddle.state import load_state
 from hm_shared.dataset import read_prepared
-from hm_shared.errors import MissingWeightsError, SpecError
+from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from hm_shared.metrics import accuracy, auroc
 from hm_shared.predictions import Predictions, write_predictions
@@ -354,6 +354,52 @@ def train_stage(spec: StageSpec) -> None:
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # outputs complete: drop the state
 
 
+def _fit_model(spec: StageSpec, feature_dim: int) -> tuple[ErnieVilForHatefulMemes, ErnieTokenizer]:
+    """The model and tokenizer a finished fit (input `fit`) saved: its vocab.txt and
+    model.pdparams, in the config its train stage built from the same params."""
+    fit_dir = spec.path("fit")
+    for name in ("vocab.txt", "model.pdparams"):
+        if not (fit_dir / name).is_file():
+            raise HmDataError(f"no {name}; expected what the fit's train stage saved", fit_dir)
+    tokenizer = ErnieTokenizer.from_file(fit_dir / "vocab.txt")
+    size = spec.params.get("size", "tiny" if spec.profile == "smoke" else "base")
+    smoke = {"vocab_size": tokenizer.vocab_size} if spec.profile == "smoke" else {}
+    cfg = ErnieVilConfig.named(size, v_feature_size=feature_dim, **smoke)
+    model = ErnieVilForHatefulMemes(cfg, text_only=bool(spec.params.get("text_only", False)))
+    state = paddle.load(str(fit_dir / "model.pdparams"))
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise HmDataError(
+            f"the weights do not fit the model this recipe builds: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}; was the recipe changed after training?",
+            fit_dir / "model.pdparams",
+        )
+    model.set_state_dict(state)
+    return model, tokenizer
+
+
+def predict_stage(spec: StageSpec) -> None:
+    """Score params.predict (input `prepared`: the new memes) with a finished fit (input `fit`);
+    nothing is trained."""
+    check_params(spec)
+    device = stage_device(spec)
+    cfg = _train_config(spec)
+    main = open_store(spec.path("features"))
+    extra = open_store(spec.path("extra_features")) if "extra_features" in spec.inputs else None
+    max_regions = int(spec.params.get("max_regions", 100))
+    model, tokenizer = _fit_model(spec, main.feature_dim)
+    max_len = text_limit(spec.params, model.ernie_vil.config)
+    for name in spec.param("predict"):
+        data = MemeInputs(
+            _split(spec, name), tokenizer, main, extra, max_len, max_regions, f"{name}.jsonl"
+        )
+        proba = predict(model, data, cfg.eval_batch_size)
+        preds = Predictions(np.array(data.ids, dtype=str), proba, (proba >= 0.5).astype(np.int64))
+        write_predictions(spec.output_dir / "predictions" / f"{name}.csv", preds)
+    atomic_write_json(spec.output_dir / "metrics.json", {"device": device})
+
+
 __all__ = [
     "TrainConfig",
     "batch_order",
@@ -362,6 +408,7 @@ __all__ = [
     "fit_rows",
     "make_optimizer",
     "predict",
+    "predict_stage",
     "stage_device",
     "text_limit",
     "train_stage",

@@ -1,4 +1,4 @@
-"""Stages of the torch environment: `python -m hm_torch {train,pretrain,embed} --spec FILE`."""
+"""Stages of the torch environment: `python -m hm_torch <verb> --spec FILE`; verbs below."""
 
 from __future__ import annotations
 
@@ -20,13 +20,19 @@ def _pretrain(spec: StageSpec) -> None:
     pretrain_stage(spec)
 
 
+def _predict(spec: StageSpec) -> None:
+    from hm_torch.train import predict_stage
+
+    predict_stage(spec)
+
+
 def _embed(spec: StageSpec) -> None:
     from hm_torch.clip_embed import embed_stage
 
     embed_stage(spec)
 
 
-VERBS = {"train": _train, "pretrain": _pretrain, "embed": _embed}
+VERBS = {"train": _train, "pretrain": _pretrain, "predict": _predict, "embed": _embed}
 
 if __name__ == "__main__":
     sys.exit(run_verb("hm_torch", VERBS))

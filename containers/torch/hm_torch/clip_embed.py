@@ -42,7 +42,7 @@ from safetensors.numpy import save as numpy_bytes
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from hm_shared.dataset import SPLITS, Meme
+from hm_shared.dataset import PREDICT_SPLIT, SPLITS, Meme
 from hm_shared.errors import HmDataError, MissingWeightsError
 from hm_shared.feature_lmdb import put_batch
 from hm_shared.io import atomic_write_bytes, atomic_write_json
@@ -235,9 +235,10 @@ def build_encoder(config: EmbedConfig, weights_dir: Path | None, work_dir: Path)
 
 
 def stage_memes(prepared: Path) -> list[Meme]:
-    """Every meme of the prepared splits once, by id (dev_unseen repeats dev_seen ids)."""
+    """Every meme of the prepared splits (or of `orchestrator predict`'s new memes) once, by id
+    (dev_unseen repeats dev_seen ids)."""
     memes: dict[str, Meme] = {}
-    for split in SPLITS:
+    for split in (*SPLITS, PREDICT_SPLIT):
         if (prepared / f"{split}.jsonl").is_file():
             for meme in read_split(prepared, split):
                 memes.setdefault(meme.id, meme)

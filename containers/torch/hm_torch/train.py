@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from hm_shared.errors import HmDataError, SpecError
 from hm_shared.io import atomic_write_json
@@ -24,6 +26,7 @@ from hm_shared.predictions import Predictions, write_predictions
 from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 from hm_torch.data import read_split
 from hm_torch.engine import (
+    ModelKit,
     TrainConfig,
     Trainer,
     evaluate,
@@ -127,24 +130,7 @@ def train_stage(spec: StageSpec) -> None:
         "epochs": config.epochs,
         "best_epoch": trainer.best_epoch,
     }
-    for split in predict:
-        dataset = kit.dataset(read_split(prepared, split))
-        proba = predict_proba(
-            final,
-            dataset,
-            kit.collate,
-            batch_size=config.eval_batch_size,
-            device=device,
-            num_workers=config.num_workers,
-        )
-        label = (proba >= 0.5).astype(np.int64)  # = argmax of the two logits
-        write_predictions(
-            spec.output_dir / "predictions" / f"{split}.csv",
-            Predictions(dataset.ids(), proba, label, source=split),
-        )
-        labels = dataset.labels()
-        if _labelled(labels):
-            metrics[split] = {"auroc": auroc(labels, proba), "accuracy": accuracy(labels, proba)}
+    metrics |= predict_splits(spec, kit, final, config, device, predict)
     if valid is not None:
         scores = evaluate(
             final,
@@ -161,8 +147,74 @@ def train_stage(spec: StageSpec) -> None:
     trainer.finish()
 
 
+def predict_splits(
+    spec: StageSpec,
+    kit: ModelKit,
+    model: torch.nn.Module,
+    config: TrainConfig,
+    device: torch.device,
+    splits: list[str],
+) -> dict[str, Any]:
+    """Write predictions/<split>.csv of each split of input `prepared`; returns the metrics
+    of the labelled ones."""
+    metrics: dict[str, Any] = {}
+    for split in splits:
+        dataset = kit.dataset(read_split(spec.path("prepared"), split))
+        proba = predict_proba(
+            model,
+            dataset,
+            kit.collate,
+            batch_size=config.eval_batch_size,
+            device=device,
+            num_workers=config.num_workers,
+        )
+        label = (proba >= 0.5).astype(np.int64)  # = argmax of the two logits
+        write_predictions(
+            spec.output_dir / "predictions" / f"{split}.csv",
+            Predictions(dataset.ids(), proba, label, source=split),
+        )
+        labels = dataset.labels()
+        if _labelled(labels):
+            metrics[split] = {"auroc": auroc(labels, proba), "accuracy": accuracy(labels, proba)}
+    return metrics
+
+
+def load_fit_weights(model: torch.nn.Module, path: Path) -> None:
+    """A fit's `model.safetensors` into `model`, every key accounted for both ways."""
+    if not path.is_file():
+        raise HmDataError("no model.safetensors; expected the weights its train stage saved", path)
+    state = load_file(path)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise HmDataError(
+            f"the weights do not fit the model this recipe builds: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}; was the recipe changed after training?",
+            path,
+        )
+
+
+def predict_stage(spec: StageSpec) -> None:
+    """Score params.predict (input `prepared`: the new memes) with a finished fit (input `fit`).
+
+    The model is built as its train stage built it, from the same params and the same training
+    memes (input `run_prepared`), so it has the same tokenizer or fastText vectors; then it
+    takes the fit's `model.safetensors`. Nothing is trained.
+    """
+    build = _builder(spec, MODELS, "train builder")
+    config, model_params = split_params(spec)
+    device = stage_device(spec)
+    train_memes = read_split(spec.path("run_prepared"), spec.param("fit"))
+    seed_everything(config.seed, device)
+    kit = build(spec, model_params, train_memes)
+    load_fit_weights(kit.model, spec.path("fit") / "model.safetensors")
+    model = kit.model.to(device)
+    metrics = predict_splits(spec, kit, model, config, device, list(spec.param("predict")))
+    metrics |= {"model": spec.param("model"), "device": device_name(device)}
+    atomic_write_json(spec.output_dir / "metrics.json", metrics)
+
+
 def pretrain_stage(spec: StageSpec) -> None:
     _builder(spec, PRETRAINERS, "pretrain stage")(spec)
 
 
-__all__ = ["pretrain_stage", "split_params", "stage_device", "train_stage"]
+__all__ = ["predict_stage", "pretrain_stage", "split_params", "stage_device", "train_stage"]

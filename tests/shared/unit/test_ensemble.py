@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -5,6 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from hm_shared.ensemble import (
     _fast_auroc,
+    apply_ensemble,
     ensemble,
     optimize_weights,
     rank_average,
@@ -323,3 +326,37 @@ def test_ensemble_by_hand_tie_and_optimised_weights() -> None:
     assert label["80002"] == 1  # above .6 >= threshold
     assert_allclose(proba["80001"], 0.5 - 0.25 * w2["PA1"])
     assert label["80001"] == int(proba["80001"] >= result.threshold)
+
+
+@pytest.mark.parametrize("n_models", [1, 2, 4])
+def test_the_stored_ensemble_scores_new_memes_as_its_reference_split_was_scored(
+    n_models: int,
+) -> None:
+    # orchestrator predict: ensemble.json (through JSON, as written) + the models' test_unseen
+    # predictions as the reference give each test_unseen meme exactly its final probability,
+    # whether it comes alone, with others or in another order
+    dev, labels, tests, _, _ = _problem(n_models)
+    result = ensemble(dev, labels, tests)
+    summary = json.loads(json.dumps(result.summary(), sort_keys=True))
+    reference = tests["test_unseen"]
+    final = result.tests["test_unseen"]
+    again = apply_ensemble(summary, reference, reference)
+    assert_array_equal(again.ids, final.ids)
+    assert_array_equal(again.proba, final.proba)
+    assert_array_equal(again.label, final.label)
+    order = np.array([7, 2, 19])  # three of the twenty, reordered
+    subset = {name: _preds(p.ids[order], p.proba[order]) for name, p in reference.items()}
+    alone = apply_ensemble(summary, subset, reference)
+    expected = dict(zip(final.ids.tolist(), final.proba.tolist(), strict=True))
+    assert alone.proba.tolist() == [expected[i] for i in alone.ids.tolist()]
+    # a new meme every model scores above all reference memes ranks above them all
+    top = {name: _preds(np.array(["new"]), np.array([1.0])) for name in reference}
+    assert apply_ensemble(summary, top, reference).proba[0] >= final.proba.max()
+
+
+def test_the_stored_ensemble_refuses_other_models() -> None:
+    dev, labels, tests, _, _ = _problem(2)
+    summary = ensemble(dev, labels, tests).summary()
+    other = {"EL": tests["test_unseen"]["EL"], "X": tests["test_unseen"]["U"]}
+    with pytest.raises(HmDataError, match=r"blends models \['EL', 'U'\]; got predictions of"):
+        apply_ensemble(summary, other, tests["test_unseen"])

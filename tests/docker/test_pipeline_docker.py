@@ -126,6 +126,40 @@ def test_docker_run_matches_local_run(make_data, venvs: Path, tmp_path: Path) ->
         np.testing.assert_array_equal(b.proba, a.proba, err_msg=name)
         np.testing.assert_array_equal(b.label, a.label, err_msg=name)
 
+    # orchestrator predict under docker (issue 16): the run's test_unseen memes as new ones get
+    # exactly the run's final probabilities; the predict stages ran in the images
+    memes = [json.loads(line) for line in (docker / "work/prepared/test_unseen.jsonl").open()]
+    jsonl = tmp_path / "memes.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({**m, "img": str(docker / "hm" / m["img"])}) + "\n" for m in memes)
+    )
+    out = tmp_path / "scores.csv"
+    predict = ["predict", "--recipes", str(recipes), "--models", ",".join(MODELS), *SMOKE]
+    done = orchestrator(
+        [
+            *predict,
+            "--runtime",
+            "docker",
+            "--data",
+            str(docker),
+            "--input",
+            str(jsonl),
+            "--out",
+            str(out),
+        ]
+    )
+    assert done.returncode == 0, output(done)
+    scores = read_predictions(out)
+    final = read_predictions(docker / "work/ensemble/FIN_test_unseen.csv")
+    assert sorted(scores.ids.tolist()) == sorted(final.ids.tolist())
+    by_id = dict(zip(final.ids.tolist(), final.proba.tolist(), strict=True))
+    assert [by_id[i] for i in scores.ids.tolist()] == scores.proba.tolist()
+    ran = [r for r in records(docker).values() if r["kind"] == "predict"]
+    assert len(ran) == len(MODELS)
+    assert {(r["runtime"], r["image"]) for r in ran} == {
+        ("docker", images.image_id(env)) for env in {r["key_parts"]["env"] for r in ran}
+    }
+
 
 def recipes_with_bad_b_value(path: Path) -> str:
     """The project's recipe file with a bad value in B's smoke table: a known name (the plan-time

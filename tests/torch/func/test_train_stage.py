@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from hm_shared.dataset import read_prepared
 from hm_shared.predictions import read_predictions
@@ -180,3 +180,67 @@ def test_unreadable_spec_exits_2(tmp_path: Path) -> None:
     result = _run(spec)
     assert result.returncode == 2
     assert f"{spec}: cannot read stage spec" in result.stderr
+
+
+def _predict_spec(root: Path, name: str, fit: str) -> Path:
+    # `orchestrator predict`'s stage: the fit's params, the memes to score as `prepared`
+    stage = StageSpec(
+        stage=f"predict/tag/run/B/{name}",
+        kind="predict",
+        env="torch",
+        data_root=str(root),
+        output=f"work/.attempts/{name}",
+        inputs={
+            "prepared": "work/prepared",
+            "run_prepared": "work/prepared",
+            "hm": "hm",
+            "fit": fit,
+        },
+        params={
+            "model": "B",
+            "run": "B42",
+            "seed": 42,
+            "fit": "train",
+            "predict": ["test_seen"],
+            "valid": None,
+            "features": None,
+            **SMOKE,
+        },
+    )
+    path = root / "specs" / f"{name}.json"
+    stage.write(path)
+    return path
+
+
+def test_predict_stage_scores_as_the_fit_did_and_refuses_weights_of_another_model(
+    tiny_data: Path,
+) -> None:
+    assert _run(_spec(tiny_data, "fit", SMOKE)).returncode == 0
+    spec = _predict_spec(tiny_data, "scored", "work/.attempts/fit")
+    result = subprocess.run(
+        [sys.executable, "-m", "hm_torch", "predict", "--spec", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    attempts = tiny_data / "work" / ".attempts"
+    fit = (attempts / "fit/predictions/test_seen.csv").read_bytes()
+    assert (attempts / "scored/predictions/test_seen.csv").read_bytes() == fit  # same bytes
+    assert not (attempts / "scored/model.safetensors").exists()  # nothing trained
+
+    weights = load_file(attempts / "fit/model.safetensors")
+    weights["head.weight"] = weights.pop("classifier.weight")
+    other = attempts / "other"
+    other.mkdir()
+    save_file(weights, other / "model.safetensors")
+    spec = _predict_spec(tiny_data, "refused", "work/.attempts/other")
+    result = subprocess.run(
+        [sys.executable, "-m", "hm_torch", "predict", "--spec", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"{other / 'model.safetensors'}: the weights do not fit the model" in result.stderr
+    assert "missing ['classifier.weight'], unexpected ['head.weight']" in result.stderr

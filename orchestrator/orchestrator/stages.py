@@ -20,22 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hm_shared.spec import StageKind
 from orchestrator.recipes import DETECTOR_WEIGHTS, Recipes, Weight
 
 Profile = Literal["smoke", "full"]
-Kind = Literal[
-    "prepare",
-    "extract",
-    "embed",
-    "pretrain",
-    "train",
-    "average",
-    "ensemble",
-    "report",
-    "intake",  # the stages of `orchestrator predict` (orchestrator.predict)
-    "predict",
-    "scores",
-]
+Kind = StageKind
 
 # fit → the splits its stage predicts (docs/architecture.md §2.2)
 FITS: dict[str, tuple[str, ...]] = {

@@ -30,24 +30,28 @@ TRAIN_STAGE_PARAMS = (
 )
 
 
+# Every kind of stage; the orchestrator's stage graph uses the same list.
+StageKind = Literal[
+    "prepare",
+    "extract",
+    "embed",
+    "pretrain",
+    "train",
+    "average",
+    "ensemble",
+    "report",
+    "intake",  # the stages of `orchestrator predict`
+    "predict",
+    "scores",
+]
+
+
 class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = SPEC_FORMAT_VERSION
     stage: str
-    kind: Literal[
-        "prepare",
-        "extract",
-        "embed",
-        "pretrain",
-        "train",
-        "average",
-        "ensemble",
-        "report",
-        "intake",
-        "predict",
-        "scores",
-    ]
+    kind: StageKind
     env: Literal["host", "extract", "torch", "paddle"]
     data_root: str
     output: str

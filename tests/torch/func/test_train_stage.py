@@ -72,13 +72,13 @@ def _spec(
     return path
 
 
-def _command(spec: Path) -> list[str]:
-    return [sys.executable, "-m", "hm_torch", "train", "--spec", str(spec)]
+def _command(spec: Path, verb: str = "train") -> list[str]:
+    return [sys.executable, "-m", "hm_torch", verb, "--spec", str(spec)]
 
 
-def _run(spec: Path) -> subprocess.CompletedProcess[str]:
+def _run(spec: Path, verb: str = "train") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        _command(spec),
+        _command(spec, verb),
         capture_output=True,
         text=True,
         timeout=600,
@@ -217,12 +217,7 @@ def test_predict_stage_scores_as_the_fit_did_and_refuses_weights_of_another_mode
 ) -> None:
     assert _run(_spec(tiny_data, "fit", SMOKE)).returncode == 0
     spec = _predict_spec(tiny_data, "scored", "work/.attempts/fit")
-    result = subprocess.run(
-        [sys.executable, "-m", "hm_torch", "predict", "--spec", str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _run(spec, verb="predict")
     assert result.returncode == 0, result.stderr
     attempts = tiny_data / "work" / ".attempts"
     fit = (attempts / "fit/predictions/test_seen.csv").read_bytes()
@@ -235,12 +230,7 @@ def test_predict_stage_scores_as_the_fit_did_and_refuses_weights_of_another_mode
     other.mkdir()
     save_file(weights, other / "model.safetensors")
     spec = _predict_spec(tiny_data, "refused", "work/.attempts/other")
-    result = subprocess.run(
-        [sys.executable, "-m", "hm_torch", "predict", "--spec", str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = _run(spec, verb="predict")
     assert result.returncode == 3, result.stderr
     assert f"{other / 'model.safetensors'}: the weights do not fit the model" in result.stderr
     assert "missing ['classifier.weight'], unexpected ['head.weight']" in result.stderr

@@ -121,6 +121,10 @@ def predict_command(
     if intake["ocr"]["read"]:
         version = intake["ocr"].get("version", "?")
         click.echo(f"{len(intake['ocr']['read'])} text(s) read by {ocr} {version}")
+        blank = [i for i, text in intake["ocr"]["read"].items() if not text]
+        if blank:  # scored on the picture and an empty text: say so, never silently
+            shown = ", ".join(blank[:5]) + (" …" if len(blank) > 5 else "")
+            click.echo(f"OCR found no text in {len(blank)} meme(s), scored without text: {shown}")
     click.echo(f"scores: {result.scores}/scores.csv (page: index.html)")
     if out is not None:
         for path in write_output(result.scores, out, per_model):

@@ -184,3 +184,18 @@ def test_predict_killed_during_extraction_resumes(trained: Path) -> None:
         detected.append(json.loads(stats.read_text())["detector_images"])
     assert detected and all(n <= len(ids) for n in detected)
     assert min(detected) < len(ids)  # the rows committed before the kill were not redone
+
+
+def test_predict_with_models_the_run_did_not_train_names_the_command_that_trains_them(
+    trained: Path,
+) -> None:
+    # the run blended B,U,ES,C: B alone has no ensemble of its own, O was never trained
+    for models in ("B", "O,U"):
+        command = _cli(trained, "predict", "--input", str(trained / "data/hm/img"))
+        command[command.index(MODELS)] = models
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 3, result.stderr
+        assert f"the run of {models} (smoke profile) is not finished here" in result.stderr
+        assert (
+            f"`orchestrator run --models {models} --profile smoke --topk 20 --data" in result.stderr
+        )

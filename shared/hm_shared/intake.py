@@ -33,7 +33,7 @@ from PIL import Image
 from hm_shared.dataset import IMG_DIR, MAX_TEXT_CHARS, PREDICT_SPLIT, Meme, write_prepared
 from hm_shared.errors import HmDataError, SpecError
 from hm_shared.io import atomic_write_json, sha256_file
-from hm_shared.ocr import ENGINES, read_text, tesseract_version
+from hm_shared.ocr import ENGINES, read_texts, tesseract_version
 from hm_shared.spec import StageSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -151,14 +151,14 @@ def _texts(candidates: list[Candidate], ocr: str) -> tuple[list[str], dict[str, 
             + (" …" if len(missing) > _SHOWN else "")
             + "; give their text in a jsonl or use --ocr tesseract"
         )
-    info: dict[str, Any] = {"engine": ocr, "read": {}}
+    info: dict[str, Any] = {"engine": ocr}
     if missing:
         info["version"] = tesseract_version()
+    read = dict(zip((m.id for m in missing), read_texts([m.image for m in missing]), strict=True))
+    info["read"] = read
     texts = []
     for meme in candidates:
-        text = meme.text if meme.text is not None else read_text(meme.image)
-        if meme.text is None:
-            info["read"][meme.id] = text
+        text = meme.text if meme.text is not None else read[meme.id]
         if len(text) > MAX_TEXT_CHARS:
             raise HmDataError(
                 f"text of {len(text)} characters; at most {MAX_TEXT_CHARS}", meme.where

@@ -3,6 +3,8 @@ the `tesseract` program; Debian: `apt-get install tesseract-ocr`)."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -75,3 +77,13 @@ def read_text(image: Path) -> str:
     with Image.open(image) as handle:
         grey = handle.convert("L")
     return max((_reading(b) for b in _binarisations(grey)), key=lambda r: r[0])[1]
+
+
+def read_texts(images: list[Path]) -> list[str]:
+    """`read_text` of each image, one Tesseract process per core at a time (each limited to one
+    thread: one image is too small to share between cores)."""
+    if not images:
+        return []
+    os.environ["OMP_THREAD_LIMIT"] = "1"  # inherited by the tesseract processes
+    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1)) as pool:
+        return list(pool.map(read_text, images))

@@ -81,7 +81,7 @@ def test_skipped_files_are_written_to_intake_json(tmp_path: Path, monkeypatch) -
     src = tmp_path / "in"
     _image(src / "m1.png")
     (src / "notes.txt").write_text("x")
-    monkeypatch.setattr(module, "read_text", lambda path: "read from the picture")
+    monkeypatch.setattr(module, "read_texts", lambda paths: ["read from the picture"] * len(paths))
     monkeypatch.setattr(module, "tesseract_version", lambda: "5.3.0")
     memes = intake(src, tmp_path / "out", None, "tesseract")
     info = json.loads((tmp_path / "out" / INTAKE_FILE).read_text())

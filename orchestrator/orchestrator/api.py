@@ -313,10 +313,11 @@ def check_weights(data: DataDir, stages: list[StageDef], selection: Selection) -
         raise weights_lock.changed_weights_error(data.weights, changed, selection.models)
 
 
-def run_command_line(data: DataDir, selection: Selection, models: tuple[str, ...]) -> str:
+def run_command_line(data: DataDir, selection: Selection) -> str:
+    """The `orchestrator run` command of `selection` over `data`, as a user would type it."""
     topk = f" --topk {selection.topk}" if selection.topk is not None else ""
     return (
-        f"orchestrator run --models {','.join(models)} --profile {selection.profile}{topk} "
+        f"orchestrator run --models {selection.models} --profile {selection.profile}{topk} "
         f"--data {data.root}"
     )
 
@@ -361,10 +362,10 @@ def predict(
         if stale:
             shown = "; ".join(f"{p.stage.id}: {p.reason}" for p in stale[:3])
             raise HmDataError(
-                f"the run of {','.join(models)} ({selection.profile} profile) is not finished "
+                f"the run of {selection.models} ({selection.profile} profile) is not finished "
                 f"here: {len(stale)} of its stages would run ({shown}"
                 f"{' …' if len(stale) > 3 else ''}); train the models first with "
-                f"`{run_command_line(data, selection, models)}`",
+                f"`{run_command_line(data, selection)}`",
                 data.root,
             )
         with RunProgress(len(planned), console) as progress:

@@ -8,7 +8,7 @@
 3. predict on new synthetic memes (another seed), a folder with a stray file, texts by OCR:
    scores, texts and the page; `--ocr none` names the memes without text.
 4. predict killed during its extraction resumes: the rerun detects only the images not yet
-   committed, and scores as an unbroken run does.
+   committed.
 """
 
 from __future__ import annotations
@@ -153,8 +153,10 @@ def test_predict_scores_new_memes_reading_their_text_by_ocr(trained: Path) -> No
 
 
 def test_predict_killed_during_extraction_resumes(trained: Path) -> None:
+    # enough memes that the stage's first 5 s commit comes before its last image: with 24 a
+    # fast machine detected them all first, and the kill then only cut the final bookkeeping
     folder = trained / "queue"
-    ids = _new_memes(folder, seed=2, count=24)
+    ids = _new_memes(folder, seed=2, count=80)
     lines = [json.dumps({"img": f"{i}.png", "text": f"caption {n}"}) for n, i in enumerate(ids)]
     (folder / "memes.jsonl").write_text("\n".join(lines) + "\n")
     command = _cli(trained, "predict", "--input", str(folder / "memes.jsonl"))

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from spec_helpers import make_spec as _make_spec
 
 from hm_shared.dataset import SPLITS
+from hm_shared.spec import StageSpec
 from hm_shared.synthetic import generate
 
 # ~116 memes: big enough for both classes and every kind of confounder in each labelled split,
@@ -46,6 +48,12 @@ def tree_snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
 def synthetic_sizes() -> dict[str, int]:
     """The split sizes of `synthetic_hm` (seed 0): `hm_shared.synthetic.plan(0, sizes)`."""
     return dict(SMALL_SIZES)
+
+
+@pytest.fixture
+def make_spec() -> Callable[..., StageSpec]:
+    """`make_spec(stage, root, inputs=…, params=…, **fields)` (tests/spec_helpers.py)."""
+    return _make_spec
 
 
 @pytest.fixture

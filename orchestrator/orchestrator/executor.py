@@ -16,7 +16,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -108,6 +109,17 @@ class Outcome:
     cached: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # stage → message
     skipped: dict[str, str] = field(default_factory=dict)  # stage → why
+
+
+@dataclass
+class _Loop:
+    """The state of one `execute` loop."""
+
+    ready: list[str] = field(default_factory=list)  # ready stages not yet settled
+    bad: set[str] = field(default_factory=set)  # failed or skipped: their dependents skip
+    stopping: bool = False  # a stage failed under --on-error fail: start nothing new
+    # stage → (action, key parts, record), decided once when it is first ready
+    decided: dict[str, tuple[str, dict[str, Any], Record | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -377,76 +389,89 @@ class Executor:
                 self.ensure_env(p.stage)
         sorter = TopologicalSorter({sid: s.deps for sid, s in stages.items()})
         sorter.prepare()
-        ready: list[str] = []
-        bad: set[str] = set()
-        stopping = False
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGTERM)
-        if main_thread:  # SIGTERM stops stages like Ctrl-C does
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+        loop = _Loop()
         try:
-            while sorter.is_active():
-                ready.extend(sorter.get_ready())
-                progressed = False
-                for sid in list(ready):
-                    stage = stages[sid]
-                    blocked = [d for d in stage.deps if d in bad]
-                    if blocked or stopping:
-                        why = (
-                            f"{', '.join(blocked)} did not complete"
-                            if blocked
-                            else "not started: a stage failed and --on-error is fail"
-                        )
-                        self.outcome.skipped[sid] = why
-                        self.events.finished(stage, "skipped", why)
-                    else:
-                        parts = self._parts(stage)
-                        record = read_record(self.data, stage.slug)
-                        problems = output_problems(self.data.root, [stage], {sid: record})
-                        action, _ = decide(record, parts, problems.get(sid))
-                        if action == "cached" and record is not None:
-                            self._cached(stage, record)
-                        elif len(self.running) >= self.jobs or self._waits_for_gpu(stage):
-                            continue
-                        else:
-                            gpu = None
-                            if stage.needs_accelerator and self.use_gpus:
-                                gpu = self.free_gpus.pop(0)
-                            self._start(stage, parts, gpu, stages)
-                            ready.remove(sid)
-                            progressed = True
-                            continue
-                    if sid in self.outcome.skipped:
-                        bad.add(sid)
-                    sorter.done(sid)
-                    ready.remove(sid)
-                    progressed = True
-                for sid, run in list(self.running.items()):
-                    code = run.proc.poll()
-                    if code is None:
-                        continue
-                    del self.running[sid]
-                    if run.gpu is not None:
-                        self.free_gpus.append(run.gpu)
-                    if not self._finish(run, code):
-                        bad.add(sid)
-                        stopping = stopping or self.on_error == "fail"
-                    sorter.done(sid)
-                    progressed = True
-                if not progressed:
-                    time.sleep(0.05)
+            with _sigterm_interrupts():
+                while sorter.is_active():
+                    loop.ready.extend(sorter.get_ready())
+                    progressed = self._dispatch(loop, stages, sorter)
+                    if not self._reap(loop, sorter) and not progressed:
+                        time.sleep(0.05)
         except KeyboardInterrupt:
             self._terminate_all()
             raise Interrupted(self._interrupted_message()) from None
         except OSError:  # the data dir refused a write (read-only, full): stop what runs
             self._terminate_all()
             raise
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
         if self.outcome.failed:
             raise StageFailed(self._failed_summary(), list(self.failed_codes.values()))
         return self.outcome
+
+    def _dispatch(
+        self, loop: _Loop, stages: Mapping[str, StageDef], sorter: TopologicalSorter[str]
+    ) -> bool:
+        """Skip, take from the cache or start each ready stage that can go; True if any did."""
+        progressed = False
+        for sid in list(loop.ready):
+            settled = self._settle(stages[sid], loop, stages)
+            if settled == "waiting":
+                continue
+            loop.ready.remove(sid)
+            progressed = True
+            if settled == "started":
+                continue
+            if sid in self.outcome.skipped:
+                loop.bad.add(sid)
+            sorter.done(sid)
+        return progressed
+
+    def _settle(
+        self, stage: StageDef, loop: _Loop, stages: Mapping[str, StageDef]
+    ) -> Literal["skipped", "cached", "started", "waiting"]:
+        blocked = [d for d in stage.deps if d in loop.bad]
+        if blocked or loop.stopping:
+            why = (
+                f"{', '.join(blocked)} did not complete"
+                if blocked
+                else "not started: a stage failed and --on-error is fail"
+            )
+            self.outcome.skipped[stage.id] = why
+            self.events.finished(stage, "skipped", why)
+            return "skipped"
+        if stage.id not in loop.decided:
+            # Once per stage: its producers are done, so its key and record stay as they are
+            # while it waits for a job slot or a GPU (no re-hashing on every poll).
+            parts = self._parts(stage)
+            record = read_record(self.data, stage.slug)
+            problems = output_problems(self.data.root, [stage], {stage.id: record})
+            action, _ = decide(record, parts, problems.get(stage.id))
+            loop.decided[stage.id] = (action, parts, record)
+        action, parts, record = loop.decided[stage.id]
+        if action == "cached" and record is not None:
+            self._cached(stage, record)
+            return "cached"
+        if len(self.running) >= self.jobs or self._waits_for_gpu(stage):
+            return "waiting"
+        gpu = self.free_gpus.pop(0) if stage.needs_accelerator and self.use_gpus else None
+        self._start(stage, parts, gpu, stages)
+        return "started"
+
+    def _reap(self, loop: _Loop, sorter: TopologicalSorter[str]) -> bool:
+        """Finish every stage whose process has ended; True if any had."""
+        reaped = False
+        for sid, run in list(self.running.items()):
+            code = run.proc.poll()
+            if code is None:
+                continue
+            del self.running[sid]
+            if run.gpu is not None:
+                self.free_gpus.append(run.gpu)
+            if not self._finish(run, code):
+                loop.bad.add(sid)
+                loop.stopping = loop.stopping or self.on_error == "fail"
+            sorter.done(sid)
+            reaped = True
+        return reaped
 
     def _waits_for_gpu(self, stage: StageDef) -> bool:
         return stage.needs_accelerator and self.use_gpus and not self.free_gpus
@@ -504,3 +529,17 @@ def reported_device(output: Path) -> str | None:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops stages like Ctrl-C does (where signals can be set: the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

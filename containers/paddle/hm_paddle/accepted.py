@@ -1,7 +1,7 @@
 """The recipe params the paddle train stage accepts, published for the orchestrator's plan-time
-check as `accepted_params.json` beside this module (`{kind: {"*": [param, …]}}`: every model
-letter of this environment is ERNIE-ViL). A test keeps it equal to what the stage accepts;
-rewrite it with `python -m hm_paddle.accepted --write`.
+check as `accepted_params.json` beside this module (`{kind: {letter: [param, …]}}`: every
+model letter of this environment is ERNIE-ViL, so they accept the same params). A test keeps it
+equal to what the stage accepts; rewrite it with `python -m hm_paddle.accepted --write`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hm_paddle.train import MODEL_PARAMS, TrainConfig
+from hm_paddle.train import MODEL_PARAMS, MODELS, TrainConfig
 from hm_shared.accepted import FILE_NAME, main, table_text
 from hm_shared.spec import TRAIN_STAGE_PARAMS
 
@@ -18,7 +18,7 @@ PUBLISHED = Path(__file__).with_name(FILE_NAME)
 
 def accepted_params() -> dict[str, dict[str, list[str]]]:
     known = {*TrainConfig.__dataclass_fields__, *TRAIN_STAGE_PARAMS, *MODEL_PARAMS}
-    return {"train": {"*": sorted(known)}}
+    return {"train": {letter: sorted(known) for letter in sorted(MODELS)}}
 
 
 def published_text() -> str:

@@ -34,6 +34,9 @@ from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pdckpt"
+# The model letters this environment runs, and what they are: both are ERNIE-ViL, the recipe's
+# `size` param tells them apart (one table, read by hm_paddle.accepted for the plan-time check).
+MODELS = {"EL": "ERNIE-ViL large", "ES": "ERNIE-ViL base (vilio's 'small')"}
 # the model's and inputs' own params (recipes: [models.ES.params] and its smoke table)
 MODEL_PARAMS = (
     "size",
@@ -215,7 +218,14 @@ def fit_rows(spec: StageSpec, fit: str) -> list[tuple[str, str, int | None]]:
 
 
 def check_params(spec: StageSpec) -> None:
-    """A misspelt recipe param is an error naming it, never a silently ignored setting."""
+    """A letter this environment has no model for, or a misspelt recipe param, is an error
+    naming it, never a silently ignored setting."""
+    letter = spec.param("model")
+    if letter not in MODELS:
+        raise SpecError(
+            f"stage {spec.stage}: model {letter!r} is not a model of hm_paddle; valid: "
+            f"{sorted(MODELS)}"
+        )
     known = {*TrainConfig.__dataclass_fields__, *TRAIN_STAGE_PARAMS, *MODEL_PARAMS}
     unknown = sorted(set(spec.params) - known)
     if unknown:

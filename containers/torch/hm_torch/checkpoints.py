@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import torch
 from safetensors import safe_open
@@ -24,11 +23,6 @@ from torch import Tensor, nn
 
 from hm_shared.errors import HmDataError
 from hm_shared.io import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from hm_torch.models.oscar import OscarConfig
-    from hm_torch.models.uniter import UniterConfig
-    from hm_torch.models.visualbert import VisualBertConfig
 
 Pairs = list[tuple[str, str]]
 Adapter = Callable[[Tensor, torch.Size], Tensor]
@@ -105,6 +99,11 @@ class CheckpointFormat:
     allow_unexpected: Mapping[str, str] = field(default_factory=dict)  # upstream pattern → reason
     adapters: Mapping[str, Adapter] = field(default_factory=dict)  # our key → reshaping
     legacy_renames: Mapping[str, str] = field(default_factory=dict)  # key suffix → suffix
+
+
+# (the model to load into, the upstream state dict after `module.` is stripped, the file's name
+# for errors) → how that file maps onto the model: each model file provides its own
+FormatFor = Callable[[nn.Module, Mapping[str, Tensor], str], CheckpointFormat]
 
 
 @dataclass
@@ -327,162 +326,36 @@ def native_format(
     )
 
 
-_HEAD_RANDOM = "task head: intentionally random (trained from scratch, as upstream)"
-_TIED = "tied to the word embeddings"
-
-
-def uniter_format(config: UniterConfig) -> CheckpointFormat:
-    """`uniter-{base,large}.pt` (ChenRocks/UNITER `ModelSaver`) → `UniterForHatefulMemes`."""
-    pairs = bert_pairs("uniter.", "uniter.", config.num_hidden_layers)
-    for module in ("img_linear", "img_layer_norm", "pos_linear", "pos_layer_norm", "LayerNorm"):
-        pairs += linear_pairs(f"uniter.img_embeddings.{module}", f"uniter.img_embeddings.{module}")
-    pairs.append(
-        (
-            "uniter.img_embeddings.mask_embedding.weight",
-            "uniter.img_embeddings.mask_embedding.weight",
-        )
-    )
-    heads = "UNITER pre-training head, not used for fine-tuning"
-    return CheckpointFormat(
-        name="uniter",
-        pairs=pairs,
-        allow_missing={
-            "classifier.*": _HEAD_RANDOM,
-            "uniter.img_embeddings.mask_embedding.weight": "masked-region pre-training only",
-        },
-        allow_unexpected={
-            f"{top}.*": heads for top in ("cls", "feat_regress", "region_classifier", "itm_output")
-        },
-        adapters={"uniter.img_embeddings.pos_linear.weight": slice_columns},
-        legacy_renames={".gamma": ".weight", ".beta": ".bias"},  # old apex LayerNorm names
-    )
-
-
-def oscar_format(config: OscarConfig, with_heads: bool) -> CheckpointFormat:
-    """Oscar's `pytorch_model.bin` or vilio's `LAST_BO.pth` → `OscarFor{HatefulMemes,Pretraining}`.
-    A 2054-wide `img_embedding` is cut to 2052 when `pos_dim` is 4, as vilio does."""
-    pairs = bert_pairs("bert.", "bert.", config.num_hidden_layers)
-    pairs += linear_pairs("bert.img_embedding", "bert.img_embedding")
-    unexpected: dict[str, str] = {}
-    if config.use_img_layernorm:
-        pairs += linear_pairs("bert.LayerNorm", "bert.LayerNorm")
-    else:
-        unexpected["bert.LayerNorm.*"] = "vilio's OSCAR has no image LayerNorm"
-    missing = {"classifier.*": _HEAD_RANDOM}
-    if with_heads:
-        pairs += pretraining_head_pairs("cls.", "cls.")
-        unexpected["cls.predictions.decoder.weight"] = _TIED
-        missing = {"cls.*": "pre-training heads absent from the file are initialised randomly"}
-    else:
-        unexpected["cls.*"] = "pre-training heads, not used for fine-tuning"
-    return CheckpointFormat(
-        name="oscar",
-        pairs=pairs,
-        allow_missing=missing,
-        allow_unexpected=unexpected,
-        adapters={"bert.img_embedding.weight": slice_columns},
-    )
-
-
-VisualBertLayout = Literal["mmf", "original", "hf"]
-_VISUAL_RENAMES = {  # MMF / original name → transformers' (= our) name
-    "token_type_embeddings_visual": "visual_token_type_embeddings",
-    "position_embeddings_visual": "visual_position_embeddings",
-    "projection": "visual_projection",
-}
-_VISUAL_PREFIXES: dict[str, tuple[str, str]] = {  # layout → (backbone prefix, heads prefix)
-    "mmf": ("model.bert.", "model.cls."),
-    "original": ("bert.bert.", "bert.cls."),
-    "hf": ("visual_bert.", "cls."),
-}
-
-
-def visualbert_format(
-    config: VisualBertConfig, layout: VisualBertLayout, with_heads: bool
-) -> CheckpointFormat:
-    """MMF `model.pth`, original uclanlp `.th` or HF VisualBERT → `VisualBertFor{HatefulMemes,
-    Pretraining}`."""
-    backbone, heads = _VISUAL_PREFIXES[layout]
-    pairs = bert_pairs(backbone, "visual_bert.", config.num_hidden_layers)
-    for theirs, ours in _VISUAL_RENAMES.items():
-        name = theirs if layout != "hf" else ours
-        suffixes = ("weight", "bias") if ours == "visual_projection" else ("weight",)
-        pairs += [
-            (f"{backbone}embeddings.{name}.{p}", f"visual_bert.embeddings.{ours}.{p}")
-            for p in suffixes
-        ]
-    unexpected = {
-        f"{heads}predictions.decoder.weight": _TIED,
-        f"{heads}predictions.decoder.bias": "a copy of cls.predictions.bias",
-        "bert.classifier.*": "head of another task in an original VisualBERT file",
-        "detector.*": "MMF detector weights; we read extracted region features",
-    }
-    if with_heads:
-        pairs += pretraining_head_pairs(heads, "cls.")
-        missing = {"cls.*": "pre-training heads absent from the file are initialised randomly"}
-    else:
-        unexpected[f"{heads}*"] = "pre-training heads, not used for fine-tuning"
-        missing = {"head.*": _HEAD_RANDOM}
-    return CheckpointFormat(
-        name=f"visualbert-{layout}", pairs=pairs, allow_missing=missing, allow_unexpected=unexpected
-    )
-
-
-def detect_visualbert_layout(state: Mapping[str, Tensor], source: str) -> VisualBertLayout:
-    for layout, (backbone, _) in _VISUAL_PREFIXES.items():
-        if f"{backbone}embeddings.word_embeddings.weight" in state:
-            return layout  # type: ignore[return-value]
-    raise HmDataError(
-        "not a VisualBERT checkpoint: no embeddings.word_embeddings.weight under any of "
-        f"{[p for p, _ in _VISUAL_PREFIXES.values()]}",
-        source,
-    )
+HEAD_RANDOM = "task head: intentionally random (trained from scratch, as upstream)"
+TIED = "tied to the word embeddings"
 
 
 def load_pretrained(
-    model: nn.Module,
-    path: Path,
-    format_for: Callable[[nn.Module, Mapping[str, Tensor]], CheckpointFormat] | None = None,
+    model: nn.Module, path: Path, format_for: FormatFor, backbone: str
 ) -> LoadReport:
-    """Load an upstream checkpoint, or our own pretraining output, into a region model.
-
-    `format_for` is the model file's own upstream format (`RegionFamily.checkpoint_format`);
-    without it the U/O/V layout is recognised from the model class and the keys. `HmDataError`
-    names every unaccounted key."""
-    from hm_torch.models.oscar import OscarForHatefulMemes, OscarForPretraining
-    from hm_torch.models.uniter import UniterForHatefulMemes
-    from hm_torch.models.visualbert import VisualBertForHatefulMemes, VisualBertForPretraining
-
+    """Load an upstream checkpoint (through the model file's `format_for`), or our own task
+    pre-training output (its `backbone` module, heads left as initialised), into `model`.
+    `HmDataError` names every unaccounted key."""
     state = read_state_dict(path)
     if is_native(path):
-        backbone = {"uniter": "uniter.", "bert": "bert.", "visual_bert": "visual_bert."}
-        prefixes = [p for p in backbone.values() if any(k.startswith(p) for k in state)]
-        fmt = native_format(model, prefixes, {"cls.*": "pre-training heads, not used here"})
-    elif format_for is not None:
-        fmt = format_for(model, state)
-    elif isinstance(model, UniterForHatefulMemes):
-        fmt = uniter_format(model.config)
-    elif isinstance(model, OscarForHatefulMemes | OscarForPretraining):
-        fmt = oscar_format(model.config, with_heads=isinstance(model, OscarForPretraining))
-    elif isinstance(model, VisualBertForHatefulMemes | VisualBertForPretraining):
-        layout = detect_visualbert_layout(state, str(path))
-        fmt = visualbert_format(model.config, layout, isinstance(model, VisualBertForPretraining))
+        fmt = native_format(model, [f"{backbone}."], {"cls.*": "pre-training heads, not used here"})
     else:
-        raise TypeError(f"no checkpoint format for {type(model).__name__}")
+        fmt = format_for(model, state, str(path))
     report = apply_state_dict(model, state, fmt, str(path))
     report.raise_for_errors()
     return report
 
 
 __all__ = [
+    "HEAD_RANDOM",
+    "TIED",
     "Adapter",
     "CheckpointFormat",
+    "FormatFor",
     "LoadReport",
     "Pairs",
-    "VisualBertLayout",
     "apply_state_dict",
     "bert_pairs",
-    "detect_visualbert_layout",
     "is_native",
     "layer_pairs",
     "linear_pairs",
@@ -490,11 +363,8 @@ __all__ = [
     "load_pretrained",
     "native_format",
     "native_metadata",
-    "oscar_format",
     "pretraining_head_pairs",
     "read_state_dict",
     "save_native",
     "slice_columns",
-    "uniter_format",
-    "visualbert_format",
 ]

@@ -1,6 +1,6 @@
-"""Train-stage kits and task pre-training stages of the region-feature models: the single-stream
-U, O and V, and the two-stream X and D, whose model files each export a `RegionFamily`
-(`hm_torch.models.family`) and need no branch here.
+"""The stage kit of the region-feature models (U, O, V, X, D): `region_entry(family)` turns a
+model file's `RegionFamily` (`hm_torch.models.family`) into its train and task pre-training
+stages. Nothing here names a model: what differs between them is in their files.
 
 Inputs of a stage (docs/architecture.md §7): `prepared`, `features` (a region-feature store),
 `weights` (data/weights, full profile: the upstream checkpoint and BERT vocabulary named by the
@@ -27,22 +27,14 @@ from hm_shared.dataset import Meme
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.features import FeatureStore
 from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
-from hm_torch.checkpoints import load_pretrained, native_metadata, save_native
+from hm_torch.checkpoints import native_metadata, save_native
 from hm_torch.data import read_split
 from hm_torch.engine import ModelKit, TrainConfig, Trainer, seed_everything
-from hm_torch.models import devlbert, lxmert
-from hm_torch.models.family import RegionFamily
+from hm_torch.models.family import Builder, ModelEntry, Pretrainer, RegionFamily, field_names
 from hm_torch.models.layers import BertSettings
-from hm_torch.models.oscar import OscarConfig, OscarForHatefulMemes, OscarForPretraining
-from hm_torch.models.uniter import UniterConfig, UniterForHatefulMemes
-from hm_torch.models.visualbert import (
-    VisualBertConfig,
-    VisualBertForHatefulMemes,
-    VisualBertForPretraining,
-)
 from hm_torch.params import config_from_params
 from hm_torch.pretraining import corrupt_batch, pretraining_loss
-from hm_torch.regions import PositionKind, RegionDataset, collate_regions
+from hm_torch.regions import RegionDataset, collate_regions
 from hm_torch.tokenization import TextTokenizer, load_tokenizer, train_vocab
 
 Size = Literal["tiny", "base", "large"]
@@ -61,10 +53,8 @@ class RegionModelParams:
     lowercase: bool = True  # False for U's bert-large-cased vocabulary
     max_len: int = 128
     max_regions: int = 100
-    pos_dim: int = 4  # O: 4 (vilio, 2052 wide) or 6 (the released 2054-wide layer)
     object_tags: bool = False  # O: append the regions' object names as a second segment
     tag_vocab: str = "objects_vocab.txt"  # the detector's 1600 VG class names, one a line
-    head: Literal["layer_average", "pooled"] = "layer_average"  # V only
     text_only: bool = False  # ablation: every meme gets zero regions
     itm: bool = True  # pre-training: image-text matching besides masked words
     word_mask_rate: float = 0.15
@@ -83,39 +73,13 @@ class RegionModelParams:
         return config_from_params(cls, params, where, "model", also_valid=own)
 
 
-@dataclass(frozen=True)
-class _Family:
-    config: type[BertSettings]
-    model: type[nn.Module]
-    pretraining: type[nn.Module] | None
-    position: PositionKind
-
-
-FAMILIES: dict[str, _Family] = {
-    "U": _Family(UniterConfig, UniterForHatefulMemes, None, "uniter7"),
-    "O": _Family(OscarConfig, OscarForHatefulMemes, OscarForPretraining, "xyxy4"),
-    "V": _Family(VisualBertConfig, VisualBertForHatefulMemes, VisualBertForPretraining, "none"),
-}
-
-# Models whose file carries everything the kit needs (config hook, checkpoint format, params).
-REGION_FAMILIES: dict[str, RegionFamily] = {"X": lxmert.FAMILY, "D": devlbert.FAMILY}
-
-
-def _family(letter: str) -> _Family | RegionFamily:
-    return REGION_FAMILIES[letter] if letter in REGION_FAMILIES else FAMILIES[letter]
-
-
-def _family_param_names(letter: str) -> frozenset[str]:
-    return REGION_FAMILIES[letter].model_params if letter in REGION_FAMILIES else frozenset()
-
-
 def _split_family_params(
-    letter: str, model_params: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the params only the model file reads, the shared `RegionModelParams` ones)."""
-    own = _family_param_names(letter)
-    mine = {k: v for k, v in model_params.items() if k in own}
-    return mine, {k: v for k, v in model_params.items() if k not in own}
+    family: RegionFamily, model_params: dict[str, Any], where: str
+) -> tuple[dict[str, Any], RegionModelParams]:
+    """(the params only the model file reads, the shared `RegionModelParams`)."""
+    own = {k: v for k, v in model_params.items() if k in family.model_params}
+    shared = {k: v for k, v in model_params.items() if k not in family.model_params}
+    return own, RegionModelParams.from_params(shared, where, family.model_params)
 
 
 def _weights_file(spec: StageSpec, name: str, what: str) -> Path:
@@ -131,32 +95,16 @@ def _weights_file(spec: StageSpec, name: str, what: str) -> Path:
 
 
 def _config(
-    letter: str,
+    family: RegionFamily,
     params: RegionModelParams,
     own: dict[str, Any],
     store: FeatureStore,
     vocab_size: int,
 ) -> BertSettings:
-    family = _family(letter)
-    config = getattr(family.config, params.size)()
-    changes: dict[str, Any] = {}
+    config = family.configure(getattr(family.config, params.size)(), own, store.feature_dim)
     if params.vocab is None:
-        changes["vocab_size"] = vocab_size  # a trained vocabulary sets the table size
-    if isinstance(family, RegionFamily):
-        config = family.configure(config, own, store.feature_dim)
-    elif letter == "U":
-        changes["img_dim"] = store.feature_dim
-    elif letter == "O":
-        changes |= {"feature_dim": store.feature_dim, "pos_dim": params.pos_dim}
-    else:
-        changes |= {"visual_embedding_dim": store.feature_dim, "head": params.head}
-    return config.replace(**changes)
-
-
-def _position(letter: str, params: RegionModelParams) -> PositionKind:
-    if letter == "O":
-        return "xyxy4" if params.pos_dim == 4 else "xyxywh6"
-    return _family(letter).position
+        config = config.replace(vocab_size=vocab_size)  # a trained vocabulary sets the table size
+    return config
 
 
 def _tag_names(spec: StageSpec, params: RegionModelParams) -> list[str] | None:
@@ -184,13 +132,12 @@ def _tokenizer(
 
 def _build(
     spec: StageSpec,
-    letter: str,
+    family: RegionFamily,
     params: RegionModelParams,
     own: dict[str, Any],
     texts: Sequence[str],
     pretraining: bool,
 ) -> tuple[nn.Module, TextTokenizer, FeatureStore]:
-    family = _family(letter)
     store = FeatureStore(spec.path("features"))
     pretrained = (
         spec.path("pretrained") / "model.safetensors"
@@ -203,13 +150,12 @@ def _build(
         if "config" not in meta:
             raise HmDataError("not a task pre-training output of hm_torch (no config)", pretrained)
         config = family.config.from_dict(json.loads(meta["config"]), str(pretrained))
-        if letter == "V":
-            config = config.replace(head=params.head)
+        config = family.finetune(config, own)
     else:
         try:  # a size the model was never released at, or layer ids that do not fit
-            config = _config(letter, params, own, store, tokenizer.vocab_size)
+            config = _config(family, params, own, store, tokenizer.vocab_size)
         except ValueError as exc:
-            raise SpecError(f"stage {spec.stage}: model {letter}: {exc}") from exc
+            raise SpecError(f"stage {spec.stage}: model {spec.param('model')}: {exc}") from exc
     if tokenizer.vocab_size > config.vocab_size:
         raise HmDataError(
             f"vocabulary has {tokenizer.vocab_size} tokens, the model's table "
@@ -223,8 +169,7 @@ def _build(
     if source is None and params.checkpoint is not None:
         source = _weights_file(spec, params.checkpoint, "pretrained checkpoint")
     if source is not None:
-        formats = family.checkpoint_format if isinstance(family, RegionFamily) else None
-        report = load_pretrained(model, source, formats)
+        report = family.load(model, source)
         # the stage log names what was loaded and which heads start from random init
         print(f"{source}: {report.describe(limit=8)}", file=sys.stderr, flush=True)
     return model, tokenizer, store
@@ -232,13 +177,17 @@ def _build(
 
 def _dataset_factory(
     spec: StageSpec,
-    letter: str,
+    family: RegionFamily,
     params: RegionModelParams,
+    own: dict[str, Any],
     tokenizer: TextTokenizer,
     store: FeatureStore,
 ) -> Callable[[Sequence[Meme]], RegionDataset]:
     tags = _tag_names(spec, params)
-    position = _position(letter, params)
+    try:
+        position = family.position_for(own)
+    except ValueError as exc:
+        raise SpecError(f"stage {spec.stage}: model {spec.param('model')}: {exc}") from exc
     source = str(spec.path("features"))
 
     def dataset(memes: Sequence[Meme]) -> RegionDataset:
@@ -249,31 +198,14 @@ def _dataset_factory(
     return dataset
 
 
-def build_region_model(
-    letter: str,
-) -> Callable[[StageSpec, dict[str, Any], Sequence[Meme]], ModelKit]:
+def _finetuner(family: RegionFamily) -> Builder:
     def build(spec: StageSpec, model_params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
-        own, shared = _split_family_params(letter, model_params)
-        params = RegionModelParams.from_params(
-            shared, f"stage {spec.stage}", _family_param_names(letter)
-        )
-        model, tokenizer, store = _build(spec, letter, params, own, [m.text for m in train], False)
-        factory = _dataset_factory(spec, letter, params, tokenizer, store)
+        own, params = _split_family_params(family, model_params, f"stage {spec.stage}")
+        model, tokenizer, store = _build(spec, family, params, own, [m.text for m in train], False)
+        factory = _dataset_factory(spec, family, params, own, tokenizer, store)
         return ModelKit(model=model, collate=collate_regions, dataset=factory)
 
     return build
-
-
-def build_uniter(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
-    return build_region_model("U")(spec, params, train)
-
-
-def build_oscar(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
-    return build_region_model("O")(spec, params, train)
-
-
-def build_visualbert(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:
-    return build_region_model("V")(spec, params, train)
 
 
 class PretrainingLoss:
@@ -305,7 +237,7 @@ class PretrainingLoss:
         return pretraining_loss(model, on_device)[0]
 
 
-def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
+def _pretrainer(family: RegionFamily) -> Pretrainer:
     def pretrain(spec: StageSpec) -> None:
         from hm_torch.train import stage_device
 
@@ -317,8 +249,7 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
             if k not in engine_names and k not in TRAIN_STAGE_PARAMS
         }
         where = f"stage {spec.stage}"
-        own, shared = _split_family_params(letter, model_params)
-        params = RegionModelParams.from_params(shared, where, _family_param_names(letter))
+        own, params = _split_family_params(family, model_params, where)
         try:  # upstream pre-training: 5 % warm-up, cosine, clip 1, drop_last
             config = TrainConfig(
                 **{
@@ -335,8 +266,8 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
         memes = read_split(spec.path("prepared"), "pretrain")
         device = stage_device(spec)
         seed_everything(config.seed, device)  # the heads' random init depends on it
-        model, tokenizer, store = _build(spec, letter, params, own, [m.text for m in memes], True)
-        dataset = _dataset_factory(spec, letter, params, tokenizer, store)(memes)
+        model, tokenizer, store = _build(spec, family, params, own, [m.text for m in memes], True)
+        dataset = _dataset_factory(spec, family, params, own, tokenizer, store)(memes)
         loss = PretrainingLoss(tokenizer, params, itm=params.itm)
         trainer = Trainer(
             model,
@@ -355,14 +286,14 @@ def pretrain_region_model(letter: str) -> Callable[[StageSpec], None]:
     return pretrain
 
 
-__all__ = [
-    "FAMILIES",
-    "REGION_FAMILIES",
-    "PretrainingLoss",
-    "RegionModelParams",
-    "build_oscar",
-    "build_region_model",
-    "build_uniter",
-    "build_visualbert",
-    "pretrain_region_model",
-]
+def region_entry(family: RegionFamily) -> ModelEntry:
+    """The train (and, when the model has a pre-training head, task pre-training) stage of a
+    region model, and the params they read."""
+    return ModelEntry(
+        build=_finetuner(family),
+        params=field_names(RegionModelParams) | family.model_params,
+        pretrain=_pretrainer(family) if family.pretraining is not None else None,
+    )
+
+
+__all__ = ["PretrainingLoss", "RegionModelParams", "region_entry"]

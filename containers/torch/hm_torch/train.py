@@ -34,7 +34,8 @@ from hm_torch.engine import (
     save_weights,
     seed_everything,
 )
-from hm_torch.models import MODELS, PRETRAINERS
+from hm_torch.models import MODELS
+from hm_torch.models.family import ModelEntry
 
 FITS = ("train", "traindev")
 
@@ -88,14 +89,14 @@ def device_name(device: torch.device) -> str:
     return str(device)
 
 
-def _builder(spec: StageSpec, table: dict[str, Any], what: str) -> Any:
+def _entry(spec: StageSpec) -> ModelEntry:
     letter = spec.param("model")
-    if letter not in table:
+    if letter not in MODELS:
         raise SpecError(
-            f"stage {spec.stage}: model {letter!r} has no {what} in hm_torch; "
-            f"valid: {sorted(table)}"
+            f"stage {spec.stage}: model {letter!r} is not a model of hm_torch; valid: "
+            f"{sorted(MODELS)}"
         )
-    return table[letter]
+    return MODELS[letter]
 
 
 def _labelled(labels: np.ndarray) -> bool:
@@ -103,7 +104,7 @@ def _labelled(labels: np.ndarray) -> bool:
 
 
 def train_stage(spec: StageSpec) -> None:
-    build = _builder(spec, MODELS, "train builder")
+    build = _entry(spec).build
     fit = spec.param("fit")
     if fit not in FITS:
         raise SpecError(f"stage {spec.stage}: param fit is {fit!r}, expected one of {FITS}")
@@ -200,7 +201,7 @@ def predict_stage(spec: StageSpec) -> None:
     memes (input `run_prepared`), so it has the same tokenizer or fastText vectors; then it
     takes the fit's `model.safetensors`. Nothing is trained.
     """
-    build = _builder(spec, MODELS, "train builder")
+    build = _entry(spec).build
     config, model_params = split_params(spec)
     device = stage_device(spec)
     train_memes = read_split(spec.path("run_prepared"), spec.param("fit"))
@@ -214,7 +215,14 @@ def predict_stage(spec: StageSpec) -> None:
 
 
 def pretrain_stage(spec: StageSpec) -> None:
-    _builder(spec, PRETRAINERS, "pretrain stage")(spec)
+    pretrain = _entry(spec).pretrain
+    if pretrain is None:
+        with_one = sorted(letter for letter, entry in MODELS.items() if entry.pretrain)
+        raise SpecError(
+            f"stage {spec.stage}: model {spec.param('model')!r} has no task pre-training in "
+            f"hm_torch; the models that have one: {with_one}"
+        )
+    pretrain(spec)
 
 
 __all__ = ["predict_stage", "pretrain_stage", "split_params", "stage_device", "train_stage"]

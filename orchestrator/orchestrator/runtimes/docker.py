@@ -128,28 +128,9 @@ class DockerRuntime(Runtime):
         return str(data.root) if env == "host" else CONTAINER_DATA
 
     def command(self, env: str, verb: str, spec_path: Path, data: DataDir) -> list[str]:
-        return self._argv(env, verb, spec_path, data, service=env, run_options=[])
-
-    def _argv(
-        self,
-        env: str,
-        verb: str,
-        spec_path: Path,
-        data: DataDir,
-        service: str,
-        run_options: list[str],
-    ) -> list[str]:
-        if env == "host":
+        if env == "host":  # `Runtime.start` runs host stages with this interpreter
             return [sys.executable, "-m", "hm_shared", verb, "--spec", str(spec_path)]
-        relative = spec_path.resolve().relative_to(data.root.resolve())
-        inside = f"{CONTAINER_DATA}/{relative.as_posix()}"
-        repo = self.config.repo
-        return [
-            "docker", "compose", "-f", str(repo / "compose.yaml"), "run", "--rm", "-T",
-            "-v", f"{repo / 'shared'}:/opt/src/shared:ro",
-            "-v", f"{repo / 'containers' / env}:/opt/src/containers/{env}:ro",
-            *run_options, service, verb, "--spec", inside,
-        ]  # fmt: skip
+        return self._container_run(env, verb, spec_path, data, None)[0]
 
     def _container_run(
         self, env: str, verb: str, spec_path: Path, data: DataDir, gpu: str | None
@@ -169,6 +150,24 @@ class DockerRuntime(Runtime):
         container = f"hm-{attempt.parent.name}-{attempt.name}-{uuid.uuid4().hex[:8]}"
         run_options = ["--name", container, "--label", f"{ATTEMPT_LABEL}={attempt}"]
         return self._argv(env, verb, spec_path, data, service, run_options), environ, container
+
+    def _argv(
+        self,
+        env: str,
+        verb: str,
+        spec_path: Path,
+        data: DataDir,
+        service: str,
+        run_options: list[str],
+    ) -> list[str]:
+        relative = spec_path.resolve().relative_to(data.root.resolve())
+        repo = self.config.repo
+        return [
+            "docker", "compose", "-f", str(repo / "compose.yaml"), "run", "--rm", "-T",
+            "-v", f"{repo / 'shared'}:/opt/src/shared:ro",
+            "-v", f"{repo / 'containers' / env}:/opt/src/containers/{env}:ro",
+            *run_options, service, verb, "--spec", f"{CONTAINER_DATA}/{relative.as_posix()}",
+        ]  # fmt: skip
 
     def job(
         self, env: str, verb: str, spec_path: Path, data: DataDir

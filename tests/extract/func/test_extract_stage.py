@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spec_helpers import make_spec
 
 from hm_shared.features import FeatureStore
-from hm_shared.spec import StageSpec
 
 pytestmark = pytest.mark.slow  # full-size detector (smoke input sizes) in subprocesses
 
@@ -50,16 +50,13 @@ ATTR_VARIANTS = {
 
 
 def _spec(root: Path, profile: str = "smoke", output: str = ATTEMPT) -> Path:
-    spec = StageSpec(
-        stage="extract/attr",
-        kind="extract",
-        env="extract",
-        data_root=str(root),
+    spec = make_spec(
+        "extract/attr",
+        root,
         output=output,
         inputs={"prepared": "work/prepared", "hm": "hm", "weights": "weights"},
         params={"weights": "attr", "variants": ATTR_VARIANTS},
         profile=profile,
-        device="cpu",
     )
     path = root / f"spec-{profile}-{Path(output).name}.json"
     spec.write(path)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from conftest import write_prepared_split, write_store, xor_memes
+from spec_helpers import make_spec
 
 from hm_shared.predictions import read_predictions
-from hm_shared.spec import StageSpec
 
 DIM = 16
 SPLITS = {
@@ -46,13 +46,12 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(root: Path, name: str, fit: str, predict: list[str], **params: Any) -> Path:
-    spec = StageSpec(
-        stage=f"train/ES/{name}/{fit}",
+    spec = make_spec(
+        f"train/ES/{name}/{fit}",
+        root,
         kind="train",
         env="paddle",
-        data_root=str(root),
         output=f"work/.attempts/{name}-{fit}/abc",
-        profile="smoke",
         inputs={
             "prepared": "work/prepared",
             "features": "work/features/vgattr3636",

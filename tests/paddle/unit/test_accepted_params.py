@@ -4,6 +4,7 @@ train stage enforces (`check_params`)."""
 from __future__ import annotations
 
 import pytest
+from spec_helpers import make_spec
 
 from hm_paddle.accepted import PUBLISHED, accepted_params, published_text
 from hm_paddle.train import check_params
@@ -18,22 +19,20 @@ def test_published_table_is_current() -> None:
 
 
 def _spec(params: dict) -> StageSpec:
-    return StageSpec(
-        stage="train/ES/ES1/train",
-        kind="train",
-        env="paddle",
-        data_root="/d",
-        output="o",
-        inputs={},
-        params=params,
-        profile="smoke",
-        device="cpu",
-    )
+    return make_spec("train/ES/ES1/train", "/d", output="o", params=params)
 
 
 def test_the_stage_accepts_the_table_and_refuses_the_rest() -> None:
-    (names,) = accepted_params()["train"].values()
-    check_params(_spec(dict.fromkeys(names, 1)))
+    table = accepted_params()["train"]
+    assert sorted(table) == ["EL", "ES"] and table["EL"] == table["ES"]
+    names = table["ES"]
+    check_params(_spec(dict.fromkeys(names, 1) | {"model": "ES"}))
     assert "warmup_step" not in names
     with pytest.raises(SpecError, match="warmup_step"):
-        check_params(_spec({"warmup_step": 1}))
+        check_params(_spec({"model": "ES", "warmup_step": 1}))
+
+
+def test_a_letter_hm_paddle_has_no_model_for_is_refused() -> None:
+    refused = r"model 'E' is not a model of hm_paddle; valid: \['EL', 'ES'\]"
+    with pytest.raises(SpecError, match=refused):
+        check_params(_spec({"model": "E"}))

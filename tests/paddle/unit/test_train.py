@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import XorMemes, write_prepared_split
+from spec_helpers import make_spec
 
 from hm_paddle.inputs import ErnieTokenizer, MemeInputs
 from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes
@@ -93,15 +94,12 @@ def test_ernie_traindev_repeats_dev_seen_as_upstream(tmp_path: Path) -> None:
     write_prepared_split(prepared / "train.jsonl", train)
 
     def spec(**params: object) -> StageSpec:
-        return StageSpec(
-            stage="train/ES/ES36/traindev",
-            kind="train",
-            env="paddle",
-            data_root=str(tmp_path),
+        return make_spec(
+            "train/ES/ES36/traindev",
+            tmp_path,
             output="work/out",
             inputs={"prepared": "work/prepared"},
             params=params,
-            profile="smoke",
         )
 
     ids = [meme for meme, _, _ in fit_rows(spec(), "traindev")]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spec_helpers import make_spec
 
 from hm_shared.metrics import auroc
 from hm_shared.predictions import Predictions, read_predictions, write_predictions
-from hm_shared.spec import StageSpec
 
 SPLITS = {"dev_seen": 60, "test_seen": 40, "test_unseen": 30}
 MODELS = {"U": 2.0, "O": 1.0, "V": 0.3}  # signal strength per model: U best
@@ -63,11 +63,11 @@ def _write_prepared(root: Path) -> None:
 def _run_stage(
     root: Path, kind: str, slug: str, inputs: dict[str, str], context: dict | None = None
 ) -> tuple[subprocess.CompletedProcess, Path]:
-    spec = StageSpec(
-        stage=slug,
+    spec = make_spec(
+        slug,
+        root,
         kind=kind,
         env="host",
-        data_root=str(root),
         output=f"work/.attempts/{slug}/key",
         inputs=inputs,
         context=context or {},

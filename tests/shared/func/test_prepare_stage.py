@@ -5,8 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spec_helpers import make_spec
+
 from hm_shared.dataset import SPLITS, read_prepared
-from hm_shared.spec import StageSpec
 
 OUTPUTS = {f"{s}.jsonl" for s in (*SPLITS, "traindev", "pretrain")} | {
     "removed.jsonl",
@@ -16,11 +17,9 @@ OUTPUTS = {f"{s}.jsonl" for s in (*SPLITS, "traindev", "pretrain")} | {
 
 
 def _run(root: Path, topk: object = None) -> tuple[subprocess.CompletedProcess, Path]:
-    spec = StageSpec(
-        stage="prepare",
-        kind="prepare",
-        env="host",
-        data_root=str(root),
+    spec = make_spec(
+        "prepare",
+        root,
         output="work/.attempts/prepare/0123456789ab",
         inputs={"hm": "hm"},
         params={"topk": topk},

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from numpy.testing import assert_allclose
+from spec_helpers import make_spec
 
 from hm_shared.average import average_predictions, average_stage
 from hm_shared.errors import HmDataError, SpecError
@@ -42,14 +43,7 @@ def _run(root: Path, run: str, fit: str, splits: dict[str, list[float]]) -> str:
 
 
 def _spec(root: Path, inputs: dict[str, str]) -> StageSpec:
-    return StageSpec(
-        stage="average/U",
-        kind="average",
-        env="host",
-        data_root=str(root),
-        output="work/.attempts/average-U/k",
-        inputs=inputs,
-    )
+    return make_spec("average/U", root, output="work/.attempts/average-U/k", inputs=inputs)
 
 
 def test_average_stage_writes_every_split_and_says_which_runs_fed_it(tmp_path: Path) -> None:

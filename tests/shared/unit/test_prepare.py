@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import pytest
+from spec_helpers import make_spec
 
 from hm_shared.dataset import SPLITS, Meme, read_prepared
 from hm_shared.errors import HmDataError, SpecError
@@ -279,14 +280,8 @@ def test_integer_and_string_id_files_prepare_identically(tmp_path: Path) -> None
 
 
 def _spec(root: Path, **params) -> StageSpec:
-    return StageSpec(
-        stage="prepare",
-        kind="prepare",
-        env="host",
-        data_root=str(root),
-        output="work/.attempts/prepare/k",
-        inputs={"hm": "hm"},
-        params=params,
+    return make_spec(
+        "prepare", root, output="work/.attempts/prepare/k", inputs={"hm": "hm"}, params=params
     )
 
 

@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+from spec_helpers import make_spec
 
 from hm_shared.errors import HmDataError, SpecError
 from hm_shared.predictions import Predictions, write_predictions
@@ -62,11 +63,9 @@ def _write_prepared(root: Path, labels: dict[str, int]) -> str:
 
 
 def _spec(root: Path, inputs: dict[str, str], timings: list) -> StageSpec:
-    return StageSpec(
-        stage="report",
-        kind="report",
-        env="host",
-        data_root=str(root),
+    return make_spec(
+        "report",
+        root,
         output="work/.attempts/report/k",
         inputs=inputs,
         context={"timings": timings},

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from spec_helpers import make_spec
 
-from hm_shared.spec import StageSpec
 from hm_torch.train import train_stage
 
 MARGIN = 0.1
@@ -38,11 +38,11 @@ PARAMS = {
 
 
 def _dev_auroc(root: Path, modalities: str) -> float:
-    spec = StageSpec(
-        stage=f"train/B/{modalities}/train",
+    spec = make_spec(
+        f"train/B/{modalities}/train",
+        root,
         kind="train",
         env="torch",
-        data_root=str(root),
         output=f"work/runs/{modalities}",
         inputs={"prepared": "work/prepared", "hm": "hm"},
         params={**PARAMS, "modalities": modalities},

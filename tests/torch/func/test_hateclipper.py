@@ -21,10 +21,10 @@ import lmdb
 import numpy as np
 import pytest
 from conftest import LEARNING_SIZES
+from spec_helpers import make_spec
 
 from hm_shared.dataset import read_prepared
 from hm_shared.metrics import auroc
-from hm_shared.spec import StageSpec
 from hm_shared.synthetic import ATTACK, BENIGN, CATEGORIES, plan
 from hm_torch.clip_embed import COLUMNS, STORE_FILE, EmbeddingStore, write_store
 from hm_torch.train import train_stage
@@ -73,11 +73,11 @@ def _cue_store(root: Path) -> Path:
 
 
 def _dev_auroc(root: Path, modalities: str, fusion: str = "align") -> float:
-    spec = StageSpec(
-        stage=f"train/C/{modalities}-{fusion}/train",
+    spec = make_spec(
+        f"train/C/{modalities}-{fusion}/train",
+        root,
         kind="train",
         env="torch",
-        data_root=str(root),
         output=f"work/runs/C-{modalities}-{fusion}",
         inputs={"prepared": "work/prepared", "embeddings": "work/embeddings/cues"},
         params={**PARAMS, "modalities": modalities, "fusion": fusion},
@@ -112,14 +112,11 @@ def test_c_learns_the_xor_memes_and_its_ablations_do_not(learning_data: Path) ->
 
 
 def _embed_spec(root: Path, output: str) -> Path:
-    spec = StageSpec(
-        stage="embed/clip",
-        kind="embed",
-        env="torch",
-        data_root=str(root),
+    spec = make_spec(
+        "embed/clip",
+        root,
         output=output,
         inputs={"prepared": "work/prepared", "hm": "hm"},
-        # big enough per picture that the stage is still running after its first commit
         params={
             "tiny": True,
             "image_size": 160,

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from spec_helpers import make_spec
 
 from hm_shared.dataset import Meme, write_prepared
 from hm_shared.features import FeatureStoreWriter, RegionFeatures
-from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import native_metadata
 
 DIM = 16
@@ -76,15 +76,8 @@ def _run(
     root: Path, kind: str, name: str, inputs: dict[str, str], params: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
     output = f"work/.attempts/{name}"
-    spec = StageSpec(
-        stage=name,
-        kind=kind,
-        env="torch",
-        data_root=str(root),
-        output=output,
-        inputs=inputs,
-        params=params,
-        profile="smoke",
+    spec = make_spec(
+        name, root, kind=kind, env="torch", output=output, inputs=inputs, params=params
     )
     spec_path = root / f"{name}.json"
     spec.write(spec_path)

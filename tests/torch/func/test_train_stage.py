@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from spec_helpers import make_spec
 
 from hm_shared.dataset import read_prepared
 from hm_shared.predictions import read_predictions
-from hm_shared.spec import StageSpec
 from hm_torch.models.baseline import RESNET152_FILE, RESNET152_URL
 
 SMOKE = {
@@ -47,11 +47,11 @@ def _spec(
     inputs: dict[str, str] | None = None,
     profile: str = "smoke",
 ) -> Path:
-    stage = StageSpec(
-        stage=f"train/B/{name}/train",
+    stage = make_spec(
+        f"train/B/{name}/train",
+        root,
         kind="train",
         env="torch",
-        data_root=str(root),
         output=f"work/.attempts/{name}",
         profile=profile,
         inputs=inputs if inputs is not None else {"prepared": "work/prepared", "hm": "hm"},
@@ -150,7 +150,7 @@ def test_killed_stage_resumes_to_the_same_weights(tiny_data: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "params", "code", "message"),
     [
-        ("letter", {"model": "Q"}, 2, "model 'Q' has no train builder in hm_torch; valid: ['B'"),
+        ("letter", {"model": "Q"}, 2, "model 'Q' is not a model of hm_torch; valid: ['B'"),
         ("param", {"fusion_size": 3}, 2, "unknown model B param(s) ['fusion_size']"),
         ("fit", {"fit": "dev"}, 2, "param fit is 'dev', expected one of ('train', 'traindev')"),
         ("split", {"predict": ["dev_nope"]}, 3, "dev_nope.jsonl: prepared split 'dev_nope'"),
@@ -184,11 +184,11 @@ def test_unreadable_spec_exits_2(tmp_path: Path) -> None:
 
 def _predict_spec(root: Path, name: str, fit: str) -> Path:
     # `orchestrator predict`'s stage: the fit's params, the memes to score as `prepared`
-    stage = StageSpec(
-        stage=f"predict/tag/run/B/{name}",
+    stage = make_spec(
+        f"predict/tag/run/B/{name}",
+        root,
         kind="predict",
         env="torch",
-        data_root=str(root),
         output=f"work/.attempts/{name}",
         inputs={
             "prepared": "work/prepared",

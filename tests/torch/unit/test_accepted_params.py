@@ -9,9 +9,10 @@ import pytest
 from hm_shared.errors import SpecError
 from hm_torch.accepted import PUBLISHED, accepted_params, published_text
 from hm_torch.clip_embed import EmbedConfig
+from hm_torch.models import lxmert
 from hm_torch.models.baseline import BaselineConfig
 from hm_torch.models.hateclipper import HateClipperConfig
-from hm_torch.single_stream import RegionModelParams, _family_param_names
+from hm_torch.single_stream import RegionModelParams
 
 
 def test_published_table_is_current() -> None:
@@ -39,7 +40,7 @@ def test_what_the_table_leaves_out_the_stages_refuse() -> None:
         BaselineConfig.from_params({"fusion_size": 3}, "stage train/B")
     assert "box" not in table["train"]["X"]
     with pytest.raises(SpecError, match="box"):
-        RegionModelParams.from_params({"box": 1}, "stage train/X", _family_param_names("X"))
+        RegionModelParams.from_params({"box": 1}, "stage train/X", lxmert.FAMILY.model_params)
     assert "fusion_kind" not in table["train"]["C"]
     with pytest.raises(SpecError, match="fusion_kind"):
         HateClipperConfig.from_params({"fusion_kind": "align"}, "stage train/C")

@@ -19,15 +19,14 @@ from hm_shared.errors import HmDataError
 from hm_torch.checkpoints import (
     apply_state_dict,
     is_native,
-    load_pretrained,
     native_metadata,
     read_state_dict,
     save_native,
-    uniter_format,
 )
+from hm_torch.models import oscar, uniter, visualbert
 from hm_torch.models.layers import BertSettings
 from hm_torch.models.oscar import OscarConfig, OscarForHatefulMemes, OscarForPretraining
-from hm_torch.models.uniter import UniterConfig, UniterForHatefulMemes
+from hm_torch.models.uniter import UniterConfig, UniterForHatefulMemes, uniter_format
 from hm_torch.models.visualbert import (
     VisualBertConfig,
     VisualBertForHatefulMemes,
@@ -174,7 +173,7 @@ def test_uniter_full_size_loads_strictly(tmp_path: Path, size: str) -> None:
     path = tmp_path / f"uniter-{size}.pt"
     save_random(path, uniter_file_shapes(cfg))
     model = UniterForHatefulMemes(cfg)
-    report = load_pretrained(model, path)
+    report = uniter.FAMILY.load(model, path)
     assert report.ok
     assert {k for k, _ in report.allowed if k.startswith("classifier.")} == {
         k for k in model.state_dict() if k.startswith("classifier.")
@@ -189,14 +188,14 @@ def test_oscar_full_size_loads_strictly_2052_and_2054(tmp_path: Path, size: str)
     path = tmp_path / "pytorch_model.bin"
     save_random(path, oscar_file_shapes(cfg))
     model = OscarForHatefulMemes(cfg)  # vilio: 2052 = 2048 + 4, the file's layer is cut
-    assert load_pretrained(model, path).ok
+    assert oscar.FAMILY.load(model, path).ok
     assert model.bert.img_embedding.weight.shape[1] == 2052
     check_values(model, path, lambda k: k)
     del model
     gc.collect()
     if size == "base":  # the 2054-wide layer and the pre-training heads load whole
         model = OscarForPretraining(cfg.replace(pos_dim=6))
-        report = load_pretrained(model, path)
+        report = oscar.FAMILY.load(model, path)
         assert report.ok and not [k for k, _ in report.allowed if not k.endswith("decoder.weight")]
         check_values(model, path, lambda k: k)
         # vilio's task-pretrained LAST_BO.pth: its model's state dict, with the position_ids
@@ -206,7 +205,7 @@ def test_oscar_full_size_loads_strictly_2052_and_2054(tmp_path: Path, size: str)
         del model, last
         gc.collect()
         model = OscarForHatefulMemes(cfg.replace(pos_dim=6))
-        report = load_pretrained(model, tmp_path / "LAST_BO.pth")
+        report = oscar.FAMILY.load(model, tmp_path / "LAST_BO.pth")
         assert "bert.embeddings.position_ids" in dict(report.allowed)
         check_values(model, tmp_path / "LAST_BO.pth", lambda k: k)
 
@@ -217,13 +216,13 @@ def test_visualbert_mmf_base_loads_strictly(tmp_path: Path) -> None:
     path = tmp_path / "model.pth"
     save_random(path, mmf_file_shapes(cfg))
     model = VisualBertForHatefulMemes(cfg)
-    report = load_pretrained(model, path)
+    report = visualbert.FAMILY.load(model, path)
     assert report.format == "visualbert-mmf" and report.ok
     check_values(model, path, mmf_to_ours)
     del model
     gc.collect()
     pretraining = VisualBertForPretraining(cfg)
-    assert load_pretrained(pretraining, path).ok
+    assert visualbert.FAMILY.load(pretraining, path).ok
     assert check_values(pretraining, path, mmf_to_ours) == len(mmf_file_shapes(cfg)) - 1
     # the tied decoder is the word-embedding table, which came from model.bert.
     emb = pretraining.visual_bert.embeddings.word_embeddings.weight
@@ -255,7 +254,7 @@ def test_renamed_key_fails_naming_both_sides(tmp_path: Path) -> None:
 
     path = _tiny_uniter_file(tmp_path, rename)
     with pytest.raises(HmDataError) as err:
-        load_pretrained(UniterForHatefulMemes(UniterConfig.tiny()), path)
+        uniter.FAMILY.load(UniterForHatefulMemes(UniterConfig.tiny()), path)
     message = str(err.value)
     assert str(path) in message
     assert old in message  # missing on our side
@@ -266,21 +265,21 @@ def test_missing_key_fails_naming_it(tmp_path: Path) -> None:
     key = "uniter.img_embeddings.pos_linear.bias"
     path = _tiny_uniter_file(tmp_path, lambda s: s.pop(key))
     with pytest.raises(HmDataError, match=r"missing .*uniter\.img_embeddings\.pos_linear\.bias"):
-        load_pretrained(UniterForHatefulMemes(UniterConfig.tiny()), path)
+        uniter.FAMILY.load(UniterForHatefulMemes(UniterConfig.tiny()), path)
 
 
 def test_shape_mismatch_fails_naming_it(tmp_path: Path) -> None:
     key = "uniter.pooler.dense.weight"
     path = _tiny_uniter_file(tmp_path, lambda s: s.__setitem__(key, torch.zeros(3, 3)))
     with pytest.raises(HmDataError, match=r"shape mismatch: uniter\.pooler\.dense\.weight"):
-        load_pretrained(UniterForHatefulMemes(UniterConfig.tiny()), path)
+        uniter.FAMILY.load(UniterForHatefulMemes(UniterConfig.tiny()), path)
 
 
 def test_unknown_extra_key_fails(tmp_path: Path) -> None:
     extra = "uniter.extra.weight"
     path = _tiny_uniter_file(tmp_path, lambda s: s.__setitem__(extra, torch.ones(1)))
     with pytest.raises(HmDataError, match=r"unexpected .*uniter\.extra\.weight"):
-        load_pretrained(UniterForHatefulMemes(UniterConfig.tiny()), path)
+        uniter.FAMILY.load(UniterForHatefulMemes(UniterConfig.tiny()), path)
 
 
 def test_legacy_layernorm_names_and_swa_prefix_are_accepted(tmp_path: Path) -> None:
@@ -292,7 +291,7 @@ def test_legacy_layernorm_names_and_swa_prefix_are_accepted(tmp_path: Path) -> N
         state["n_averaged"] = torch.tensor(3)
 
     path = _tiny_uniter_file(tmp_path, legacy)
-    report = load_pretrained(UniterForHatefulMemes(UniterConfig.tiny()), path)
+    report = uniter.FAMILY.load(UniterForHatefulMemes(UniterConfig.tiny()), path)
     assert report.ok
 
 
@@ -305,7 +304,7 @@ def test_vilio_last_bo_with_its_position_ids_buffer_loads(tmp_path: Path) -> Non
     state["bert.embeddings.position_ids"] = torch.arange(cfg.max_position_embeddings)[None]
     torch.save(state, tmp_path / "LAST_BO.pth")
     model = OscarForHatefulMemes(cfg)
-    report = load_pretrained(model, tmp_path / "LAST_BO.pth")
+    report = oscar.FAMILY.load(model, tmp_path / "LAST_BO.pth")
     reasons = dict(report.allowed)
     assert reasons["bert.embeddings.position_ids"].startswith("a buffer of position indices")
     assert_close(model.bert.pooler.dense.weight, pretrained.bert.pooler.dense.weight)
@@ -313,7 +312,7 @@ def test_vilio_last_bo_with_its_position_ids_buffer_loads(tmp_path: Path) -> Non
     state["bert.embeddings.position_ids"] = torch.arange(cfg.max_position_embeddings)[None] * 2
     torch.save(state, tmp_path / "odd.pth")
     with pytest.raises(HmDataError, match=r"unexpected .*bert\.embeddings\.position_ids"):
-        load_pretrained(OscarForHatefulMemes(cfg), tmp_path / "odd.pth")
+        oscar.FAMILY.load(OscarForHatefulMemes(cfg), tmp_path / "odd.pth")
 
 
 def test_report_lists_allowed_keys_with_reasons() -> None:
@@ -321,7 +320,7 @@ def test_report_lists_allowed_keys_with_reasons() -> None:
     model = UniterForHatefulMemes(cfg)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     state["itm_output.weight"] = torch.zeros(2, cfg.hidden_size)
-    report = apply_state_dict(model, state, uniter_format(cfg), "memory")
+    report = apply_state_dict(model, state, uniter_format(model), "memory")
     assert report.ok
     reasons = dict(report.allowed)
     assert "intentionally random" in reasons["classifier.0.weight"]
@@ -344,7 +343,7 @@ def test_bad_files(tmp_path: Path) -> None:
 def test_wrong_model_family_fails_clearly(tmp_path: Path) -> None:
     path = _tiny_uniter_file(tmp_path, lambda s: None)
     with pytest.raises(HmDataError, match="not a VisualBERT checkpoint"):
-        load_pretrained(VisualBertForHatefulMemes(VisualBertConfig.tiny()), path)
+        visualbert.FAMILY.load(VisualBertForHatefulMemes(VisualBertConfig.tiny()), path)
 
 
 def test_native_pretraining_output_feeds_fine_tuning(tmp_path: Path) -> None:
@@ -354,7 +353,7 @@ def test_native_pretraining_output_feeds_fine_tuning(tmp_path: Path) -> None:
     save_native(pre, path, cfg.to_dict())
     assert is_native(path)
     fine = OscarForHatefulMemes(cfg)
-    report = load_pretrained(fine, path)
+    report = oscar.FAMILY.load(fine, path)
     assert report.ok
     for key, value in pre.bert.state_dict().items():
         assert_close(fine.bert.state_dict()[key], value)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from spec_helpers import make_spec
 
 from hm_shared.errors import HmDataError
 from hm_shared.spec import StageSpec
@@ -14,14 +15,7 @@ from hm_torch.train import epochs_of_train_fit
 
 
 def _spec(root: Path, inputs: dict[str, str]) -> StageSpec:
-    return StageSpec(
-        stage="train/C/C1/traindev",
-        kind="train",
-        env="torch",
-        data_root=str(root),
-        output="work/runs/C/C1/traindev",
-        inputs=inputs,
-    )
+    return make_spec("train/C/C1/traindev", root, output="work/runs/C/C1/traindev", inputs=inputs)
 
 
 def test_traindev_trains_the_epochs_the_train_fit_kept(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import CheckpointFormat, load_checkpoint
 from hm_torch.data import ImageLoader, MemeDataset, read_split
 from hm_torch.engine import CHECKPOINT_DIR, ModelKit, TrainConfig
+from hm_torch.models.family import ModelEntry, field_names
 from hm_torch.params import config_from_params
 from hm_torch.text_fasttext import load_vectors, save_vectors, train_sentence_vectors
 
@@ -213,7 +214,10 @@ def baseline_encoder(
     return encode
 
 
+ENTRY = ModelEntry(build=build_baseline, params=field_names(BaselineConfig))
+
 __all__ = [
+    "ENTRY",
     "RESNET152_FILE",
     "RESNET152_URL",
     "BaselineConfig",

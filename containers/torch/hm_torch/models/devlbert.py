@@ -47,6 +47,7 @@ from hm_torch.models.layers import (
     extended_attention_mask,
     init_bert_weights,
 )
+from hm_torch.single_stream import region_entry
 
 _Projections = tuple[nn.Linear, nn.Linear, nn.Linear]  # query, key, value
 
@@ -483,11 +484,14 @@ FAMILY = RegionFamily(
     pretraining=None,  # vilio fine-tunes D from DeVLBERT's release, no task pre-training
     position="xyxy4",
     configure=_configure,
-    checkpoint_format=lambda model, state: devlbert_format(model.config),
+    checkpoint_format=lambda model, state, source: devlbert_format(model.config),
     model_params=frozenset({"global_token"}),
 )
 
+ENTRY = region_entry(FAMILY)
+
 __all__ = [
+    "ENTRY",
     "FAMILY",
     "DevlbertConfig",
     "DevlbertForHatefulMemes",

@@ -32,6 +32,7 @@ from hm_shared.dataset import Meme
 from hm_shared.spec import StageSpec
 from hm_torch.clip_embed import EmbeddingStore
 from hm_torch.engine import ModelKit, TrainConfig
+from hm_torch.models.family import ModelEntry, field_names
 from hm_torch.params import config_from_params
 
 
@@ -150,4 +151,6 @@ def build_hateclipper(spec: StageSpec, params: dict[str, Any], train: Sequence[M
     )
 
 
-__all__ = ["EmbeddingDataset", "HateClipperConfig", "HateClipperHead", "build_hateclipper"]
+ENTRY = ModelEntry(build=build_hateclipper, params=field_names(HateClipperConfig))
+
+__all__ = ["ENTRY", "EmbeddingDataset", "HateClipperConfig", "HateClipperHead", "build_hateclipper"]

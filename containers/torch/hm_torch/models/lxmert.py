@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 from torch import Tensor, nn
 
 from hm_torch.checkpoints import (
+    HEAD_RANDOM,
+    TIED,
     CheckpointFormat,
     bert_pairs,
     layer_pairs,
@@ -52,6 +54,7 @@ from hm_torch.models.layers import (
     extended_attention_mask,
     init_bert_weights,
 )
+from hm_torch.single_stream import region_entry
 
 
 @dataclass
@@ -244,7 +247,6 @@ class LxmertForPretraining(nn.Module):
         return self.cls(out.language, out.pooled)
 
 
-_HEAD_RANDOM = "task head: intentionally random (trained from scratch, as upstream)"
 _MLM_ONLY = "LXMERT pre-training head that vilio's MLM-only task pre-training does not use"
 
 
@@ -279,7 +281,9 @@ def lxmert_pairs(config: LxmertConfig) -> list[tuple[str, str]]:
     return pairs
 
 
-def lxmert_format(model: nn.Module, state: Mapping[str, Tensor] | None = None) -> CheckpointFormat:
+def lxmert_format(
+    model: nn.Module, state: Mapping[str, Tensor] | None = None, source: str = ""
+) -> CheckpointFormat:
     """`EpochNN_LXRT.pth` (and vilio's task-pretrained `LAST_BX.pth`) → `LxmertFor{HatefulMemes,
     Pretraining}`."""
     config = model.config
@@ -290,11 +294,11 @@ def lxmert_format(model: nn.Module, state: Mapping[str, Tensor] | None = None) -
     }
     if isinstance(model, LxmertForPretraining):
         pairs += pretraining_head_pairs("cls.", "cls.")
-        unexpected["cls.predictions.decoder.weight"] = "tied to the word embeddings"
+        unexpected["cls.predictions.decoder.weight"] = TIED
         missing = {"cls.*": "pre-training heads absent from the file are initialised randomly"}
     else:
         unexpected["cls.*"] = "pre-training heads, not used for fine-tuning"
-        missing = {"classifier.*": _HEAD_RANDOM}
+        missing = {"classifier.*": HEAD_RANDOM}
     return CheckpointFormat(
         name="lxmert", pairs=pairs, allow_missing=missing, allow_unexpected=unexpected
     )
@@ -315,7 +319,10 @@ FAMILY = RegionFamily(
     model_params=frozenset({"l_layers", "x_layers", "r_layers"}),
 )
 
+ENTRY = region_entry(FAMILY)
+
 __all__ = [
+    "ENTRY",
     "FAMILY",
     "LxmertConfig",
     "LxmertCrossAttention",

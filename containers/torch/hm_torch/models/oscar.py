@@ -13,10 +13,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from hm_torch.checkpoints import (
+    HEAD_RANDOM,
+    TIED,
+    CheckpointFormat,
+    bert_pairs,
+    linear_pairs,
+    pretraining_head_pairs,
+    slice_columns,
+)
+from hm_torch.models.family import RegionFamily
 from hm_torch.models.layers import (
     BertEmbeddings,
     BertEncoder,
@@ -28,6 +39,7 @@ from hm_torch.models.layers import (
     extended_attention_mask,
     init_bert_weights,
 )
+from hm_torch.single_stream import region_entry
 
 
 @dataclass
@@ -142,4 +154,68 @@ class OscarForPretraining(nn.Module):
         return self.cls(out.sequence[:, :text_len], out.pooled)
 
 
-__all__ = ["OscarConfig", "OscarForHatefulMemes", "OscarForPretraining", "OscarModel"]
+def oscar_format(
+    model: nn.Module, state: Mapping[str, Tensor] | None = None, source: str = ""
+) -> CheckpointFormat:
+    """Oscar's `pytorch_model.bin` or vilio's `LAST_BO.pth` → `OscarFor{HatefulMemes,Pretraining}`.
+    A 2054-wide `img_embedding` is cut to 2052 when `pos_dim` is 4, as vilio does."""
+    config, with_heads = model.config, isinstance(model, OscarForPretraining)
+    pairs = bert_pairs("bert.", "bert.", config.num_hidden_layers)
+    pairs += linear_pairs("bert.img_embedding", "bert.img_embedding")
+    unexpected: dict[str, str] = {}
+    if config.use_img_layernorm:
+        pairs += linear_pairs("bert.LayerNorm", "bert.LayerNorm")
+    else:
+        unexpected["bert.LayerNorm.*"] = "vilio's OSCAR has no image LayerNorm"
+    missing = {"classifier.*": HEAD_RANDOM}
+    if with_heads:
+        pairs += pretraining_head_pairs("cls.", "cls.")
+        unexpected["cls.predictions.decoder.weight"] = TIED
+        missing = {"cls.*": "pre-training heads absent from the file are initialised randomly"}
+    else:
+        unexpected["cls.*"] = "pre-training heads, not used for fine-tuning"
+    return CheckpointFormat(
+        name="oscar",
+        pairs=pairs,
+        allow_missing=missing,
+        allow_unexpected=unexpected,
+        adapters={"bert.img_embedding.weight": slice_columns},
+    )
+
+
+POS_DIMS = {4: "xyxy4", 6: "xyxywh6"}  # pos_dim → the box encoding (`hm_torch.regions`)
+
+
+def _pos_dim(params: Mapping[str, Any]) -> int:
+    pos_dim = params.get("pos_dim", 4)
+    if pos_dim not in POS_DIMS:
+        raise ValueError(f"pos_dim is {pos_dim!r}, expected one of {sorted(POS_DIMS)}")
+    return int(pos_dim)
+
+
+def _configure(config: BertSettings, params: Mapping[str, Any], feature_dim: int) -> BertSettings:
+    return config.replace(feature_dim=feature_dim, pos_dim=_pos_dim(params))
+
+
+FAMILY = RegionFamily(
+    config=OscarConfig,
+    model=OscarForHatefulMemes,
+    pretraining=OscarForPretraining,
+    position=lambda params: POS_DIMS[_pos_dim(params)],
+    configure=_configure,
+    checkpoint_format=oscar_format,
+    model_params=frozenset({"pos_dim"}),
+)
+
+
+ENTRY = region_entry(FAMILY)
+
+__all__ = [
+    "ENTRY",
+    "FAMILY",
+    "OscarConfig",
+    "OscarForHatefulMemes",
+    "OscarForPretraining",
+    "OscarModel",
+    "oscar_format",
+]

@@ -12,10 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from hm_torch.checkpoints import (
+    HEAD_RANDOM,
+    CheckpointFormat,
+    bert_pairs,
+    linear_pairs,
+    slice_columns,
+)
+from hm_torch.models.family import RegionFamily
 from hm_torch.models.layers import (
     BertEmbeddings,
     BertEncoder,
@@ -26,6 +35,7 @@ from hm_torch.models.layers import (
     extended_attention_mask,
     init_bert_weights,
 )
+from hm_torch.single_stream import region_entry
 
 
 @dataclass
@@ -127,4 +137,59 @@ class UniterForHatefulMemes(nn.Module):
         return self.classifier(out.pooled)
 
 
-__all__ = ["UniterConfig", "UniterForHatefulMemes", "UniterImageEmbeddings", "UniterModel"]
+def uniter_format(
+    model: nn.Module, state: Mapping[str, Tensor] | None = None, source: str = ""
+) -> CheckpointFormat:
+    """`uniter-{base,large}.pt` (ChenRocks/UNITER `ModelSaver`) → `UniterForHatefulMemes`."""
+    config = model.config
+    pairs = bert_pairs("uniter.", "uniter.", config.num_hidden_layers)
+    for module in ("img_linear", "img_layer_norm", "pos_linear", "pos_layer_norm", "LayerNorm"):
+        pairs += linear_pairs(f"uniter.img_embeddings.{module}", f"uniter.img_embeddings.{module}")
+    pairs.append(
+        (
+            "uniter.img_embeddings.mask_embedding.weight",
+            "uniter.img_embeddings.mask_embedding.weight",
+        )
+    )
+    heads = "UNITER pre-training head, not used for fine-tuning"
+    return CheckpointFormat(
+        name="uniter",
+        pairs=pairs,
+        allow_missing={
+            "classifier.*": HEAD_RANDOM,
+            "uniter.img_embeddings.mask_embedding.weight": "masked-region pre-training only",
+        },
+        allow_unexpected={
+            f"{top}.*": heads for top in ("cls", "feat_regress", "region_classifier", "itm_output")
+        },
+        adapters={"uniter.img_embeddings.pos_linear.weight": slice_columns},
+        legacy_renames={".gamma": ".weight", ".beta": ".bias"},  # old apex LayerNorm names
+    )
+
+
+def _configure(config: BertSettings, params: Mapping[str, Any], feature_dim: int) -> BertSettings:
+    return config.replace(img_dim=feature_dim)
+
+
+FAMILY = RegionFamily(
+    config=UniterConfig,
+    model=UniterForHatefulMemes,
+    pretraining=None,  # vilio fine-tunes U from UNITER's release, no task pre-training
+    position="uniter7",
+    configure=_configure,
+    checkpoint_format=uniter_format,
+    backbone="uniter",
+)
+
+
+ENTRY = region_entry(FAMILY)
+
+__all__ = [
+    "ENTRY",
+    "FAMILY",
+    "UniterConfig",
+    "UniterForHatefulMemes",
+    "UniterImageEmbeddings",
+    "UniterModel",
+    "uniter_format",
+]

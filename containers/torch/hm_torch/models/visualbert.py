@@ -14,11 +14,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from hm_shared.errors import HmDataError
+from hm_torch.checkpoints import (
+    HEAD_RANDOM,
+    TIED,
+    CheckpointFormat,
+    bert_pairs,
+    pretraining_head_pairs,
+)
+from hm_torch.models.family import RegionFamily
 from hm_torch.models.layers import (
     BertEncoder,
     BertPooler,
@@ -29,6 +38,7 @@ from hm_torch.models.layers import (
     extended_attention_mask,
     init_bert_weights,
 )
+from hm_torch.single_stream import region_entry
 
 
 @dataclass
@@ -194,11 +204,104 @@ class VisualBertForPretraining(nn.Module):
         return self.cls(out.sequence[:, :text_len], out.pooled)
 
 
+VisualBertLayout = Literal["mmf", "original", "hf"]
+_VISUAL_RENAMES = {  # MMF / original name → transformers' (= our) name
+    "token_type_embeddings_visual": "visual_token_type_embeddings",
+    "position_embeddings_visual": "visual_position_embeddings",
+    "projection": "visual_projection",
+}
+_VISUAL_PREFIXES: dict[str, tuple[str, str]] = {  # layout → (backbone prefix, heads prefix)
+    "mmf": ("model.bert.", "model.cls."),
+    "original": ("bert.bert.", "bert.cls."),
+    "hf": ("visual_bert.", "cls."),
+}
+
+
+def visualbert_format(
+    model: nn.Module, state: Mapping[str, Tensor], source: str = ""
+) -> CheckpointFormat:
+    """MMF `model.pth`, original uclanlp `.th` or HF VisualBERT (told apart by their keys) →
+    `VisualBertFor{HatefulMemes,Pretraining}`."""
+    return layout_format(
+        model.config, detect_layout(state, source), isinstance(model, VisualBertForPretraining)
+    )
+
+
+def layout_format(
+    config: VisualBertConfig, layout: VisualBertLayout, with_heads: bool
+) -> CheckpointFormat:
+    """The rename table of one of the three file layouts."""
+    backbone, heads = _VISUAL_PREFIXES[layout]
+    pairs = bert_pairs(backbone, "visual_bert.", config.num_hidden_layers)
+    for theirs, ours in _VISUAL_RENAMES.items():
+        name = theirs if layout != "hf" else ours
+        suffixes = ("weight", "bias") if ours == "visual_projection" else ("weight",)
+        pairs += [
+            (f"{backbone}embeddings.{name}.{p}", f"visual_bert.embeddings.{ours}.{p}")
+            for p in suffixes
+        ]
+    unexpected = {
+        f"{heads}predictions.decoder.weight": TIED,
+        f"{heads}predictions.decoder.bias": "a copy of cls.predictions.bias",
+        "bert.classifier.*": "head of another task in an original VisualBERT file",
+        "detector.*": "MMF detector weights; we read extracted region features",
+    }
+    if with_heads:
+        pairs += pretraining_head_pairs(heads, "cls.")
+        missing = {"cls.*": "pre-training heads absent from the file are initialised randomly"}
+    else:
+        unexpected[f"{heads}*"] = "pre-training heads, not used for fine-tuning"
+        missing = {"head.*": HEAD_RANDOM}
+    return CheckpointFormat(
+        name=f"visualbert-{layout}", pairs=pairs, allow_missing=missing, allow_unexpected=unexpected
+    )
+
+
+def detect_layout(state: Mapping[str, Tensor], source: str) -> VisualBertLayout:
+    for layout, (backbone, _) in _VISUAL_PREFIXES.items():
+        if f"{backbone}embeddings.word_embeddings.weight" in state:
+            return layout  # type: ignore[return-value]
+    raise HmDataError(
+        "not a VisualBERT checkpoint: no embeddings.word_embeddings.weight under any of "
+        f"{[p for p, _ in _VISUAL_PREFIXES.values()]}",
+        source,
+    )
+
+
+def _configure(config: BertSettings, params: Mapping[str, Any], feature_dim: int) -> BertSettings:
+    return config.replace(visual_embedding_dim=feature_dim, **_head(params))
+
+
+def _head(params: Mapping[str, Any]) -> dict[str, Any]:
+    # also over a pre-trained config: the fine-tuning recipe chooses the head
+    return {"head": params.get("head", "layer_average")}
+
+
+FAMILY = RegionFamily(
+    config=VisualBertConfig,
+    model=VisualBertForHatefulMemes,
+    pretraining=VisualBertForPretraining,
+    position="none",
+    configure=_configure,
+    checkpoint_format=visualbert_format,
+    backbone="visual_bert",
+    model_params=frozenset({"head"}),
+    finetune=lambda config, params: config.replace(**_head(params)),
+)
+
+
+ENTRY = region_entry(FAMILY)
+
 __all__ = [
+    "ENTRY",
+    "FAMILY",
     "VisualBertConfig",
     "VisualBertEmbeddings",
     "VisualBertForHatefulMemes",
     "VisualBertForPretraining",
     "VisualBertLayerAverageHead",
     "VisualBertModel",
+    "detect_layout",
+    "layout_format",
+    "visualbert_format",
 ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from spec_helpers import make_spec
 from torchvision.models import resnet152
 
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
@@ -86,15 +87,7 @@ def test_renamed_key_fails_naming_it(
 
 
 def _spec(tmp_path: Path, inputs: dict[str, str]) -> StageSpec:
-    return StageSpec(
-        stage="train/B/B42/train",
-        kind="train",
-        env="torch",
-        data_root=str(tmp_path),
-        output="out",
-        inputs=inputs,
-        params={"seed": 1},
-    )
+    return make_spec("train/B/B42/train", tmp_path, output="out", inputs=inputs, params={"seed": 1})
 
 
 def test_missing_weights_name_file_and_url(tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ import torch
 import transformers
 from torch.testing import assert_close
 
-from hm_torch.checkpoints import apply_state_dict, visualbert_format
+from hm_torch.checkpoints import apply_state_dict
 from hm_torch.models.visualbert import (
     VisualBertConfig,
     VisualBertForHatefulMemes,
     VisualBertForPretraining,
+    layout_format,
 )
 
 
@@ -54,7 +55,7 @@ def test_equals_transformers_visualbert(attn: str) -> None:
     ref_model = _hf_model(cfg)
     model = VisualBertForHatefulMemes(cfg).eval()
     state = {f"visual_bert.{k}": v for k, v in ref_model.state_dict().items()}
-    report = apply_state_dict(model, state, visualbert_format(cfg, "hf", with_heads=False), "hf")
+    report = apply_state_dict(model, state, layout_format(cfg, "hf", with_heads=False), "hf")
     assert report.ok, report.describe()
     heads = {name for name in model.state_dict() if name.startswith("head.")}
     assert {key for key, _ in report.allowed} == heads

@@ -323,6 +323,23 @@ class _Progress:
     log_bytes: int = 0
 
 
+@dataclass
+class _Run:
+    """What one `fit` trains with: sizes, loss, optimiser, schedules, SWA, the kept weights."""
+
+    n_items: int
+    n_batches: int  # micro-batches an epoch
+    total: int  # optimiser updates of the whole fit
+    labels: np.ndarray | None  # for class balancing
+    loss_fn: LossFn
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    swa_model: AveragedModel | None
+    swa_scheduler: SWALR | None
+    swa_start: int
+    best_state: dict[str, Tensor] | None = None  # early stopping: the best epoch's weights
+
+
 class Trainer:
     """Fits one model; see the module docstring for the contract."""
 
@@ -357,6 +374,41 @@ class Trainer:
         seed_everything(cfg.seed, self.device)
         if cfg.early_stopping and valid is None:
             raise SpecError("train param early_stopping needs a validation split (param valid)")
+        run = self._setup(train)
+        progress = _Progress()
+        if self.checkpoint_path.exists():
+            progress, run.best_state = self._restore(run)
+            print(
+                f"resuming from {self.checkpoint_path}: epoch {progress.epoch}, "
+                f"update {progress.step} of {run.total}",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._truncate_log(progress.log_bytes)
+        while progress.epoch < cfg.epochs and not progress.stopped:
+            epoch = progress.epoch
+            self._train_epoch(run, progress, train, valid)
+            progress.epoch, progress.batch = epoch + 1, 0
+            if valid is not None:
+                self._end_epoch(run, progress, self._evaluate(valid, progress, epoch))
+            self._save(progress, run)
+
+        self.best_epoch = progress.best_epoch if run.best_state is not None else progress.epoch
+        if run.swa_model is not None:
+            return run.swa_model.module
+        if run.best_state is not None:
+            self.model.load_state_dict(run.best_state)
+        return self.model
+
+    def finish(self) -> None:
+        """Delete the checkpoint dir once the stage's outputs are written."""
+        shutil.rmtree(self.checkpoint_path.parent, ignore_errors=True)
+
+    # -- batches --------------------------------------------------------------------------
+
+    def _setup(self, train: Dataset) -> _Run:
+        """Loss, optimiser, schedules and SWA of a fit over `train`, before any resume."""
+        cfg = self.config
         n_items = len(train)  # type: ignore[arg-type]
         n_batches = self._batches_per_epoch(n_items)
         if n_batches == 0:
@@ -364,13 +416,11 @@ class Trainer:
                 f"training set has {n_items} items, fewer than one batch "
                 f"of {cfg.batch_size} (drop_last)"
             )
-        updates_per_epoch = math.ceil(n_batches / cfg.grad_accum)
-        total = updates_per_epoch * cfg.epochs
+        total = math.ceil(n_batches / cfg.grad_accum) * cfg.epochs
         labels = dataset_labels(train) if cfg.balance != "none" else None
         loss_fn = self.custom_loss or ClassificationLoss(
             _class_weights(labels) if cfg.balance == "loss" else None, cfg.loss_reduction
         )
-
         optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.lr, cfg.weight_decay, cfg.head_lr_mult), lr=cfg.lr
         )
@@ -383,103 +433,99 @@ class Trainer:
             if cfg.swa
             else None
         )
-        swa_start = int(cfg.swa_start * total)
-        best_state: dict[str, Tensor] | None = None
+        return _Run(
+            n_items=n_items,
+            n_batches=n_batches,
+            total=total,
+            labels=labels,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            swa_model=swa_model,
+            swa_scheduler=swa_scheduler,
+            swa_start=int(cfg.swa_start * total),
+        )
 
-        progress = _Progress()
-        if self.checkpoint_path.exists():
-            progress, best_state = self._restore(optimizer, scheduler, swa_model, swa_scheduler)
-            print(
-                f"resuming from {self.checkpoint_path}: epoch {progress.epoch}, "
-                f"update {progress.step} of {total}",
-                file=sys.stderr,
-                flush=True,
-            )
-        self._truncate_log(progress.log_bytes)
+    def _train_epoch(
+        self, run: _Run, progress: _Progress, train: Dataset, valid: Dataset | None
+    ) -> None:
+        """The micro-batches of the current epoch not yet consumed, `grad_accum` an update."""
+        cfg, epoch = self.config, progress.epoch
+        batches = self._epoch_batches(run.n_items, epoch, run.labels)
+        loader = _loader(
+            train, self.collate, batches[progress.batch :], cfg.seed * 1009 + epoch, cfg.num_workers
+        )
+        self.model.train()
+        run.optimizer.zero_grad(set_to_none=True)
+        for index, batch in enumerate(loader, start=progress.batch):
+            group_start = index - index % cfg.grad_accum
+            group_size = min(cfg.grad_accum, run.n_batches - group_start)
+            with _autocast(self.device):
+                loss = run.loss_fn(self.model, _to(batch, self.device))
+            (loss / group_size).backward()
+            if index + 1 - group_start < group_size:
+                continue  # accumulate: the group's update comes with its last micro-batch
+            self._update(run)
+            progress.step += 1
+            progress.batch = index + 1
+            self._after_update(run, progress, loss, valid)
 
-        while progress.epoch < cfg.epochs and not progress.stopped:
-            epoch = progress.epoch
-            batches = self._epoch_batches(n_items, epoch, labels)
-            loader = _loader(
-                train,
-                self.collate,
-                batches[progress.batch :],
-                cfg.seed * 1009 + epoch,
-                cfg.num_workers,
+    def _update(self, run: _Run) -> None:
+        if self.config.clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+
+    def _after_update(
+        self, run: _Run, progress: _Progress, loss: Tensor, valid: Dataset | None
+    ) -> None:
+        """The side effects of update `progress.step`: schedules (or SWA), log, evaluation,
+        mid-epoch checkpoint."""
+        cfg = self.config
+        if (
+            run.swa_model is not None
+            and run.swa_scheduler is not None
+            and (progress.step > run.swa_start)
+        ):
+            if (progress.step - run.swa_start) % cfg.swa_every == 0:
+                run.swa_model.update_parameters(self.model)
+            run.swa_scheduler.step()
+        else:
+            run.scheduler.step()
+        if progress.step % cfg.log_every == 0:
+            self._log(
+                {
+                    "step": progress.step,
+                    "epoch": progress.epoch,
+                    "loss": loss.item(),
+                    "lr": run.optimizer.param_groups[0]["lr"],
+                }
             )
+        if valid is not None and cfg.eval_every and progress.step % cfg.eval_every == 0:
+            self._evaluate(valid, progress, progress.epoch)
             self.model.train()
-            optimizer.zero_grad(set_to_none=True)
-            for index, batch in enumerate(loader, start=progress.batch):
-                group_start = index - index % cfg.grad_accum
-                group_size = min(cfg.grad_accum, n_batches - group_start)
-                with _autocast(self.device):
-                    loss = loss_fn(self.model, _to(batch, self.device))
-                (loss / group_size).backward()
-                if index + 1 - group_start < group_size:
-                    continue
-                if cfg.clip > 0:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress.step += 1
-                progress.batch = index + 1
-                if (
-                    swa_model is not None
-                    and swa_scheduler is not None
-                    and progress.step > swa_start
-                ):
-                    if (progress.step - swa_start) % cfg.swa_every == 0:
-                        swa_model.update_parameters(self.model)
-                    swa_scheduler.step()
-                else:
-                    scheduler.step()
-                if progress.step % cfg.log_every == 0:
-                    self._log(
-                        {
-                            "step": progress.step,
-                            "epoch": epoch,
-                            "loss": loss.item(),
-                            "lr": optimizer.param_groups[0]["lr"],
-                        }
-                    )
-                if valid is not None and cfg.eval_every and progress.step % cfg.eval_every == 0:
-                    self._evaluate(valid, progress, epoch)
-                    self.model.train()
-                if (
-                    cfg.checkpoint_every
-                    and progress.step % cfg.checkpoint_every == 0
-                    and progress.batch < n_batches
-                ):
-                    self._save(progress, optimizer, scheduler, swa_model, swa_scheduler, best_state)
-            # epoch end: evaluate, early-stopping decision, checkpoint
-            progress.epoch, progress.batch = epoch + 1, 0
-            if valid is not None:
-                metrics = self._evaluate(valid, progress, epoch)
-                if cfg.early_stopping:
-                    score = _score(metrics, cfg.early_stopping_metric)
-                    if score > progress.best_score:
-                        progress.best_score, progress.bad_evals = score, 0
-                        progress.best_epoch = epoch + 1
-                        best_state = {
-                            k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
-                        }
-                    else:
-                        progress.bad_evals += 1
-                        progress.stopped = progress.bad_evals >= cfg.early_stopping
-            self._save(progress, optimizer, scheduler, swa_model, swa_scheduler, best_state)
+        if (
+            cfg.checkpoint_every
+            and progress.step % cfg.checkpoint_every == 0
+            and progress.batch < run.n_batches
+        ):
+            self._save(progress, run)
 
-        self.best_epoch = progress.best_epoch if best_state is not None else progress.epoch
-        if swa_model is not None:
-            return swa_model.module
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return self.model
-
-    def finish(self) -> None:
-        """Delete the checkpoint dir once the stage's outputs are written."""
-        shutil.rmtree(self.checkpoint_path.parent, ignore_errors=True)
-
-    # -- batches --------------------------------------------------------------------------
+    def _end_epoch(self, run: _Run, progress: _Progress, metrics: dict[str, float]) -> None:
+        """Early stopping on the epoch's dev metrics: keep the best weights, count the rest."""
+        cfg = self.config
+        if not cfg.early_stopping:
+            return
+        score = _score(metrics, cfg.early_stopping_metric)
+        if score > progress.best_score:
+            progress.best_score, progress.bad_evals = score, 0
+            progress.best_epoch = progress.epoch
+            run.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+            }
+        else:
+            progress.bad_evals += 1
+            progress.stopped = progress.bad_evals >= cfg.early_stopping
 
     def _batches_per_epoch(self, n_items: int) -> int:
         size = self.config.batch_size
@@ -530,25 +576,17 @@ class Trainer:
     def _fingerprint(self) -> dict[str, Any]:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config)}
 
-    def _save(
-        self,
-        progress: _Progress,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        swa_model: AveragedModel | None,
-        swa_scheduler: SWALR | None,
-        best_state: dict[str, Tensor] | None,
-    ) -> None:
+    def _save(self, progress: _Progress, run: _Run) -> None:
         progress.log_bytes = self.log_path.stat().st_size if self.log_path.exists() else 0
         state = {
             "fingerprint": self._fingerprint(),
             "progress": asdict(progress),
             "model": self.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "swa_model": None if swa_model is None else swa_model.state_dict(),
-            "swa_scheduler": None if swa_scheduler is None else swa_scheduler.state_dict(),
-            "best_state": best_state,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "swa_model": None if run.swa_model is None else run.swa_model.state_dict(),
+            "swa_scheduler": None if run.swa_scheduler is None else run.swa_scheduler.state_dict(),
+            "best_state": run.best_state,
             "rng": {
                 "python": random.getstate(),
                 "numpy": _numpy_state_to_torch(np.random.get_state()),
@@ -561,13 +599,7 @@ class Trainer:
         if self.on_checkpoint is not None:
             self.on_checkpoint(progress.step)
 
-    def _restore(
-        self,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        swa_model: AveragedModel | None,
-        swa_scheduler: SWALR | None,
-    ) -> tuple[_Progress, dict[str, Tensor] | None]:
+    def _restore(self, run: _Run) -> tuple[_Progress, dict[str, Tensor] | None]:
         path = self.checkpoint_path
         try:
             # weights_only: even our own checkpoint cannot run code when read back
@@ -584,11 +616,11 @@ class Trainer:
                 path,
             )
         self.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if swa_model is not None and swa_scheduler is not None:
-            swa_model.load_state_dict(state["swa_model"])
-            swa_scheduler.load_state_dict(state["swa_scheduler"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if run.swa_model is not None and run.swa_scheduler is not None:
+            run.swa_model.load_state_dict(state["swa_model"])
+            run.swa_scheduler.load_state_dict(state["swa_scheduler"])
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(_numpy_state_from_torch(rng["numpy"]))

@@ -2,7 +2,8 @@
 
 No network is used inside a build: every wheel is downloaded on the host (`pip download`, through
 whatever index and certificates the host pip is configured with) into `.wheelhouse/`, and the
-Dockerfiles bind-mount that folder while pip installs with `--no-index`.
+Dockerfile (containers/Dockerfile, one for every image) bind-mounts that folder while pip installs
+with `--no-index`.
 """
 
 from __future__ import annotations

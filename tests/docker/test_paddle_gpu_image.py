@@ -97,7 +97,11 @@ def test_compose_gpu_services_name_their_images() -> None:
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
     assert services["paddle-gpu"]["image"] == "hm-paddle-gpu:latest"
-    assert services["paddle-gpu"]["build"]["args"]["PADDLE_LOCK"] == "requirements-gpu.lock"
+    gpu_args = services["paddle-gpu"]["build"]["args"]
+    assert gpu_args["LOCK"] == "requirements-gpu.lock" and gpu_args["HM_ENV"] == "paddle"
+    # the CPU and GPU paddle images differ only by their lock
+    assert {**services["paddle"]["build"]["args"], "LOCK": "requirements-gpu.lock"} == gpu_args
+    assert "nvidia/cudnn/lib" in gpu_args["CUDA_LIBRARY_PATH"]
     assert services["torch-gpu"]["image"] == "hm-torch:latest"  # torch wheels carry their CUDA
     assert services["extract-gpu"]["image"] == "hm-extract:latest"
     for name in ("paddle-gpu", "torch-gpu", "extract-gpu"):

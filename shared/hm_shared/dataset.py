@@ -263,6 +263,20 @@ def read_prepared(path: Path) -> list[Meme]:
     return memes
 
 
+def read_prepared_split(prepared_dir: Path, split: str) -> list[Meme]:
+    """The memes of `<prepared_dir>/<split>.jsonl`, as every stage reads a prepared split: an
+    absent file is one HmDataError (exit 3) naming it and the splits that are there."""
+    path = Path(prepared_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        present = sorted(p.stem for p in Path(prepared_dir).glob("*.jsonl"))
+        raise HmDataError(
+            f"prepared split {split!r} not found; present: {present}. Run `orchestrator run` "
+            "(its prepare stage writes the prepared splits)",
+            path,
+        )
+    return read_prepared(path)
+
+
 def write_prepared(path: Path, memes: Sequence[Meme]) -> None:
     """Write `memes` as prepared jsonl, atomically (architecture.md §3)."""
     lines = [json.dumps(m.as_row(), ensure_ascii=False) + "\n" for m in memes]
@@ -277,6 +291,7 @@ __all__ = [
     "Meme",
     "load_dataset",
     "read_prepared",
+    "read_prepared_split",
     "read_split",
     "write_prepared",
 ]

@@ -25,11 +25,10 @@ from hm_paddle.inputs import Batch, ErnieTokenizer, MemeInputs, open_store
 from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes, hateful_loss
 from hm_paddle.params import load_upstream_params
 from hm_paddle.state import load_state
-from hm_shared.dataset import read_prepared
+from hm_shared.dataset import read_prepared_split
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
+from hm_shared.fit_outputs import split_metrics, write_split_predictions
 from hm_shared.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from hm_shared.metrics import accuracy, auroc
-from hm_shared.predictions import Predictions, write_predictions
 from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 
 CHECKPOINT_DIR = "checkpoint"
@@ -200,10 +199,7 @@ def predict(model: ErnieVilForHatefulMemes, data: MemeInputs, batch_size: int) -
 
 
 def _split(spec: StageSpec, name: str) -> list[tuple[str, str, int | None]]:
-    path = spec.path("prepared") / f"{name}.jsonl"
-    if not path.is_file():
-        raise SpecError(f"stage {spec.stage}: prepared split {path} not found; run prepare first")
-    return [(m.id, m.text, m.label) for m in read_prepared(path)]
+    return [(m.id, m.text, m.label) for m in read_prepared_split(spec.path("prepared"), name)]
 
 
 def fit_rows(spec: StageSpec, fit: str) -> list[tuple[str, str, int | None]]:
@@ -343,15 +339,10 @@ def train_stage(spec: StageSpec) -> None:
         data = inputs(name, _split(spec, name))
         proba = predict(model, data, cfg.eval_batch_size)
         if name in predict_names:
-            preds = Predictions(
-                np.array(data.ids, dtype=str), proba, (proba >= 0.5).astype(np.int64)
-            )
-            write_predictions(out / "predictions" / f"{name}.csv", preds)
-        if name == valid and (data.labels >= 0).all() and len(set(data.labels.tolist())) == 2:
-            metrics[name] = {
-                "auroc": auroc(data.labels, proba),
-                "accuracy": accuracy(data.labels, proba),
-            }
+            write_split_predictions(out, name, data.ids, proba)
+        scores = split_metrics(data.labels, proba) if name == valid else None
+        if scores is not None:
+            metrics[name] = scores
     log.append(
         {"event": "done", "step": cfg.steps, **{k: v for k, v in metrics.items() if k == valid}}
     )
@@ -405,8 +396,7 @@ def predict_stage(spec: StageSpec) -> None:
             _split(spec, name), tokenizer, main, extra, max_len, max_regions, f"{name}.jsonl"
         )
         proba = predict(model, data, cfg.eval_batch_size)
-        preds = Predictions(np.array(data.ids, dtype=str), proba, (proba >= 0.5).astype(np.int64))
-        write_predictions(spec.output_dir / "predictions" / f"{name}.csv", preds)
+        write_split_predictions(spec.output_dir, name, data.ids, proba)
     atomic_write_json(spec.output_dir / "metrics.json", {"device": device})
 
 

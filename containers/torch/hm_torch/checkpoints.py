@@ -281,9 +281,18 @@ def save_native(model: nn.Module, path: Path, config: dict[str, object]) -> None
     state = {
         k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied
     }
+    write_safetensors(path, state, metadata)
+
+
+def write_safetensors(
+    path: Path, state: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    """The one safetensors writer of hm_torch: atomic (temp file, fsync, rename), metadata in
+    name order so that the same tensors always give the same bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, sorted_metadata(safetensors_bytes(state, metadata=metadata)))
+    blob = safetensors_bytes(dict(state), metadata=dict(metadata) if metadata else None)
+    atomic_write_bytes(path, sorted_metadata(blob))
 
 
 def sorted_metadata(blob: bytes) -> bytes:
@@ -367,4 +376,5 @@ __all__ = [
     "read_state_dict",
     "save_native",
     "slice_columns",
+    "write_safetensors",
 ]

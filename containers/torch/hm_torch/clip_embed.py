@@ -42,13 +42,13 @@ from safetensors.numpy import save as numpy_bytes
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from hm_shared.dataset import PREDICT_SPLIT, SPLITS, Meme
+from hm_shared.dataset import PREDICT_SPLIT, SPLITS, Meme, read_prepared_split
 from hm_shared.errors import HmDataError, MissingWeightsError
 from hm_shared.feature_lmdb import put_batch
 from hm_shared.io import atomic_write_bytes, atomic_write_json
 from hm_shared.spec import STATS_FILE, StageSpec
 from hm_torch.checkpoints import sorted_metadata
-from hm_torch.data import load_image, read_split
+from hm_torch.data import load_image
 from hm_torch.engine import CHECKPOINT_DIR
 from hm_torch.params import config_from_params
 
@@ -240,7 +240,7 @@ def stage_memes(prepared: Path) -> list[Meme]:
     memes: dict[str, Meme] = {}
     for split in (*SPLITS, PREDICT_SPLIT):
         if (prepared / f"{split}.jsonl").is_file():
-            for meme in read_split(prepared, split):
+            for meme in read_prepared_split(prepared, split):
                 memes.setdefault(meme.id, meme)
     return [memes[key] for key in sorted(memes)]
 

@@ -17,24 +17,11 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from hm_shared.dataset import Meme, read_prepared
+from hm_shared.dataset import Meme
 from hm_shared.errors import HmDataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def read_split(prepared_dir: Path, split: str) -> list[Meme]:
-    """The memes of `<prepared_dir>/<split>.jsonl`; a clear error when the file is absent."""
-    path = Path(prepared_dir) / f"{split}.jsonl"
-    if not path.is_file():
-        present = sorted(p.stem for p in Path(prepared_dir).glob("*.jsonl"))
-        raise HmDataError(
-            f"prepared split {split!r} not found; present: {present}. Run `orchestrator run` "
-            "(its prepare stage writes the prepared splits)",
-            path,
-        )
-    return read_prepared(path)
 
 
 class MemeDataset(Dataset):
@@ -111,5 +98,4 @@ __all__ = [
     "ImageLoader",
     "MemeDataset",
     "load_image",
-    "read_split",
 ]

@@ -59,15 +59,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 from torch.optim.swa_utils import SWALR, AveragedModel
 from torch.utils.data import DataLoader, Dataset
 
 from hm_shared.dataset import Meme
 from hm_shared.errors import HmDataError, SpecError
-from hm_shared.io import atomic_open, atomic_write_bytes
+from hm_shared.io import atomic_open
 from hm_shared.metrics import auroc
+from hm_torch.checkpoints import write_safetensors
 
 Batch = dict[str, Tensor]
 Collate = Callable[[list[dict[str, Any]]], Batch]
@@ -283,7 +283,7 @@ def state_dict_for_saving(model: nn.Module) -> dict[str, Tensor]:
 
 def save_weights(model: nn.Module, path: Path) -> None:
     """Final weights in safetensors, written atomically."""
-    atomic_write_bytes(path, safetensors_bytes(state_dict_for_saving(model)))
+    write_safetensors(path, state_dict_for_saving(model))
 
 
 @dataclass(frozen=True)

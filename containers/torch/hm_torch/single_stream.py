@@ -23,12 +23,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hm_shared.dataset import Meme
+from hm_shared.dataset import Meme, read_prepared_split
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.features import FeatureStore
 from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
 from hm_torch.checkpoints import native_metadata, save_native
-from hm_torch.data import read_split
 from hm_torch.engine import ModelKit, TrainConfig, Trainer, seed_everything
 from hm_torch.models.family import Builder, ModelEntry, Pretrainer, RegionFamily, field_names
 from hm_torch.models.layers import BertSettings
@@ -263,7 +262,7 @@ def _pretrainer(family: RegionFamily) -> Pretrainer:
             )
         except (TypeError, ValueError) as exc:
             raise SpecError(f"{where}: bad train params: {exc}") from exc
-        memes = read_split(spec.path("prepared"), "pretrain")
+        memes = read_prepared_split(spec.path("prepared"), "pretrain")
         device = stage_device(spec)
         seed_everything(config.seed, device)  # the heads' random init depends on it
         model, tokenizer, store = _build(spec, family, params, own, [m.text for m in memes], True)

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from hm_shared.dataset import read_prepared_split
 from hm_shared.errors import HmDataError, SpecError
+from hm_shared.fit_outputs import split_metrics, write_split_predictions
 from hm_shared.io import atomic_write_json
-from hm_shared.metrics import accuracy, auroc
-from hm_shared.predictions import Predictions, write_predictions
 from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
-from hm_torch.data import read_split
 from hm_torch.engine import (
     ModelKit,
     TrainConfig,
@@ -99,10 +98,6 @@ def _entry(spec: StageSpec) -> ModelEntry:
     return MODELS[letter]
 
 
-def _labelled(labels: np.ndarray) -> bool:
-    return bool((labels >= 0).all()) and len(np.unique(labels)) == 2
-
-
 def train_stage(spec: StageSpec) -> None:
     build = _entry(spec).build
     fit = spec.param("fit")
@@ -114,11 +109,11 @@ def train_stage(spec: StageSpec) -> None:
     config = epochs_of_train_fit(spec, config)
     device = stage_device(spec)
     prepared = spec.path("prepared")
-    train_memes = read_split(prepared, fit)
+    train_memes = read_prepared_split(prepared, fit)
 
     seed_everything(config.seed, device)  # the builder's random init depends on it
     kit = build(spec, model_params, train_memes)
-    valid = kit.dataset(read_split(prepared, valid_split)) if valid_split else None
+    valid = kit.dataset(read_prepared_split(prepared, valid_split)) if valid_split else None
     trainer = Trainer(kit.model, config, kit.collate, work_dir=spec.output_dir, device=device)
     final = trainer.fit(kit.dataset(train_memes), valid)
     save_weights(final, spec.output_dir / "model.safetensors")
@@ -160,7 +155,7 @@ def predict_splits(
     of the labelled ones."""
     metrics: dict[str, Any] = {}
     for split in splits:
-        dataset = kit.dataset(read_split(spec.path("prepared"), split))
+        dataset = kit.dataset(read_prepared_split(spec.path("prepared"), split))
         proba = predict_proba(
             model,
             dataset,
@@ -169,14 +164,10 @@ def predict_splits(
             device=device,
             num_workers=config.num_workers,
         )
-        label = (proba >= 0.5).astype(np.int64)  # = argmax of the two logits
-        write_predictions(
-            spec.output_dir / "predictions" / f"{split}.csv",
-            Predictions(dataset.ids(), proba, label, source=split),
-        )
-        labels = dataset.labels()
-        if _labelled(labels):
-            metrics[split] = {"auroc": auroc(labels, proba), "accuracy": accuracy(labels, proba)}
+        write_split_predictions(spec.output_dir, split, dataset.ids(), proba)
+        scores = split_metrics(dataset.labels(), proba)
+        if scores is not None:
+            metrics[split] = scores
     return metrics
 
 
@@ -204,7 +195,7 @@ def predict_stage(spec: StageSpec) -> None:
     build = _entry(spec).build
     config, model_params = split_params(spec)
     device = stage_device(spec)
-    train_memes = read_split(spec.path("run_prepared"), spec.param("fit"))
+    train_memes = read_prepared_split(spec.path("run_prepared"), spec.param("fit"))
     seed_everything(config.seed, device)
     kit = build(spec, model_params, train_memes)
     load_fit_weights(kit.model, spec.path("fit") / "model.safetensors")

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from hm_shared.dataset import SPLITS, Meme, load_dataset, read_prepared, read_split, write_prepared
+from hm_shared.dataset import (
+    SPLITS,
+    Meme,
+    load_dataset,
+    read_prepared,
+    read_prepared_split,
+    read_split,
+    write_prepared,
+)
 from hm_shared.errors import HmDataError
 
 
@@ -281,3 +289,15 @@ def test_bad_prepared_rows_name_file_and_line(tmp_path: Path, line: str, expecte
         read_prepared(path)
     assert str(info.value).startswith(f"{path}:2: ")
     assert expected in str(info.value)
+
+
+def test_a_prepared_split_is_read_by_name_and_an_absent_one_names_what_is_there(
+    tmp_path: Path,
+) -> None:
+    memes = [Meme("00001", "img/00001.png", "a", 1), Meme("00002", "img/00002.png", "b", None)]
+    write_prepared(tmp_path / "dev_seen.jsonl", memes)
+    assert read_prepared_split(tmp_path, "dev_seen") == memes
+    with pytest.raises(
+        HmDataError, match=r"nope\.jsonl: prepared split 'nope' not found; present: \['dev_seen'\]"
+    ):
+        read_prepared_split(tmp_path, "nope")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from hm_shared.dataset import Meme
 from hm_shared.errors import HmDataError
-from hm_torch.data import IMAGENET_MEAN, IMAGENET_STD, ImageLoader, MemeDataset, read_split
+from hm_torch.data import IMAGENET_MEAN, IMAGENET_STD, ImageLoader, MemeDataset
 
 
 def _image(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> None:
@@ -54,12 +54,3 @@ def test_meme_dataset_adds_labels_and_marks_unknown() -> None:
     assert data.ids() == ["00001", "00002"]
 
 
-def test_read_split_lists_present_splits(tiny_data: Path) -> None:
-    prepared = tiny_data / "work" / "prepared"
-    assert len(read_split(prepared, "dev_seen")) == 20
-    with pytest.raises(
-        HmDataError,
-        match=r"nope\.jsonl: prepared split 'nope' not found.*"
-        r"'dev_seen'",
-    ):
-        read_split(prepared, "nope")

@@ -22,11 +22,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
-from hm_shared.dataset import Meme
+from hm_shared.dataset import Meme, read_prepared_split
 from hm_shared.errors import MissingWeightsError
 from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import CheckpointFormat, load_checkpoint
-from hm_torch.data import ImageLoader, MemeDataset, read_split
+from hm_torch.data import ImageLoader, MemeDataset
 from hm_torch.engine import CHECKPOINT_DIR, ModelKit, TrainConfig
 from hm_torch.models.family import ModelEntry, field_names
 from hm_torch.params import config_from_params
@@ -190,11 +190,9 @@ def stage_text_vectors(
         min_count=config.fasttext_min_count,
         bucket=config.fasttext_bucket,
     )
-    splits = [spec.param("valid"), *spec.param("predict")]
-    memes = [
-        *train,
-        *(m for split in splits if split for m in read_split(spec.path("prepared"), split)),
-    ]
+    splits = [s for s in (spec.param("valid"), *spec.param("predict")) if s]
+    prepared = spec.path("prepared")
+    memes = [*train, *(m for split in splits for m in read_prepared_split(prepared, split))]
     vectors = {m.text: model(m.text) for m in memes}
     save_vectors(cache, vectors)
     return vectors

@@ -72,7 +72,6 @@ class PlanResult:
 @dataclass
 class RunResult:
     outcome: Outcome
-    generated_dataset: bool
     fin_files: list[Path] = field(default_factory=list)
     report: Path | None = None
 
@@ -278,7 +277,7 @@ def run(
     gpus = resolve_gpus(gpus)
     resolve("extract").check_gpus(gpus)  # the chosen runtime: can it hand out these GPUs?
     with DataLock(data.lock, data.root):
-        generated = ensure_dataset(data, partial(console.print, highlight=False), synthetic)
+        ensure_dataset(data, partial(console.print, highlight=False), synthetic)
         hashes = fingerprints(settings, data, stages)
         records = {s.id: read_record(data, s.slug) for s in stages}
         problems = cache.output_problems(data.root, stages, records)
@@ -297,7 +296,7 @@ def run(
             outcome = executor.execute(planned)
     ensemble, report = data.root / "work/ensemble", data.root / "work/report/index.html"
     return RunResult(
-        outcome, generated, sorted(ensemble.glob("FIN_*.csv")), report if report.is_file() else None
+        outcome, sorted(ensemble.glob("FIN_*.csv")), report if report.is_file() else None
     )
 
 

@@ -5,14 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-DATASET_FILES = (
-    "train.jsonl",
-    "dev_seen.jsonl",
-    "dev_unseen.jsonl",
-    "test_seen.jsonl",
-    "test_unseen.jsonl",
-)
-
 
 @dataclass(frozen=True)
 class DataDir:

@@ -26,7 +26,6 @@ ENVS = ("extract", "torch", "paddle")
 GPU_IMAGES: dict[str, tuple[str, str]] = {"paddle-gpu": ("paddle", "requirements-gpu.lock")}
 IMAGES = (*ENVS, *GPU_IMAGES)
 LOCAL_BASE_IMAGE = "hm-base:bookworm"
-REGISTRY_BASE_IMAGE = "python:3.11-slim-bookworm"
 
 
 class DockerUnavailable(HmError):
@@ -40,11 +39,6 @@ class BuildTimes:
     wheelhouse_s: float
     base_s: float
     images_s: float
-
-
-def repo_root() -> Path:
-    """The repository this orchestrator runs from (holds compose.yaml and containers/)."""
-    return Path(__file__).resolve().parents[2]
 
 
 def check_docker() -> None:

@@ -72,13 +72,3 @@ def sha256_file(path: Path) -> str:
 def sha256_json(obj: Any) -> str:
     """Hash of a JSON-able object, independent of dict order (DVC's dict_sha256)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_tree(root: Path) -> str:
-    """Content hash of a directory: sorted relative paths and contents, temp files excluded."""
-    entries = []
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        if path.name.endswith(".tmp"):
-            continue
-        entries.append((path.relative_to(root).as_posix(), sha256_file(path)))
-    return sha256_json(entries)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from recipe_helpers import one_run_recipes
 
 from orchestrator.datadir import DataDir
 from orchestrator.recipes import DEFAULT_RECIPES
@@ -77,7 +78,9 @@ def wait_for_job(data: Path, slug: str, state: str = "RUNNING", timeout: float =
 
 def test_b_and_u_on_slurm_equal_the_local_executor(tmp_path: Path, venvs: Path) -> None:
     local, cluster = tmp_path / "local", tmp_path / "slurm"
-    common = ["run", "--models", "B,U", *SMOKE, "--venvs", str(venvs)]
+    recipes = tmp_path / "recipes.toml"  # one run each: every kind of stage, half the stages
+    recipes.write_text(one_run_recipes(DEFAULT_RECIPES, ["B", "U"]))
+    common = ["run", "--recipes", str(recipes), "--models", "B,U", *SMOKE, "--venvs", str(venvs)]
     done = orchestrator([*common, "--data", str(local)])
     assert done.returncode == 0, done.stderr[-3000:]
     done = orchestrator([*common, "--data", str(cluster), *SLURM])

@@ -123,10 +123,11 @@ def test_a_toy_model_file_and_recipe_section_plan_and_run(tmp_path: Path) -> Non
     published = json.loads((copy / "containers/torch/hm_torch/accepted_params.json").read_text())
     assert "buckets" in published["train"]["Z"] and "Z" not in published["pretrain"]
     (tmp_path / "recipes.toml").write_text(dump_toml({"models": {"Z": TOY_RECIPE}}))
+    (tmp_path / "data").mkdir()  # `run --synthetic` writes the dataset there
 
     plan = _orchestrator(copy, tmp_path, "plan", "--models", "Z")
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert "train/Z1/traindev" in plan.stdout
+    assert "train/Z/Z1/traindev" in plan.stdout and "6 to run" in plan.stdout
 
     run = _orchestrator(copy, tmp_path, "run", "--models", "Z", "--runtime", "local", "--synthetic")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -140,6 +141,7 @@ def test_a_toy_model_file_and_recipe_section_plan_and_run(tmp_path: Path) -> Non
 
 def test_a_recipe_letter_no_environment_has_stops_plan(tmp_path: Path) -> None:
     (tmp_path / "recipes.toml").write_text(dump_toml({"models": {"Q": TOY_RECIPE}}))
+    (tmp_path / "data").mkdir()
     result = _orchestrator(REPO, tmp_path, "plan", "--models", "Q")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "model Q has no train stage in the torch environment" in result.stderr

@@ -85,6 +85,8 @@ def test_compose_gpu_services_name_their_images() -> None:
             str(COMPOSE_FILE),
             "--profile",
             "gpu",
+            "--profile",
+            "stages",
             "config",
             "--format",
             "json",

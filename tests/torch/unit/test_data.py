@@ -52,5 +52,3 @@ def test_meme_dataset_adds_labels_and_marks_unknown() -> None:
     assert data[0]["label"] == 1 and data[1]["label"] == -1
     np.testing.assert_array_equal(data.labels(), [1, -1])
     assert data.ids() == ["00001", "00002"]
-
-

@@ -311,14 +311,8 @@ def build_detector(
             )
         detector = BUTDDetector(config)
         report = load_weights(detector, Path(weights_file))
-        if report.filled:  # allowed by rule (weights.OPTIONAL), but the log says so
-            print(
-                f"{weights_file}: {len(report.filled)} tensors absent from the file were set by "
-                f"rule (frozen BN statistics, anchors): {', '.join(report.filled[:6])}"
-                + (" …" if len(report.filled) > 6 else ""),
-                file=sys.stderr,
-                flush=True,
-            )
+        if report.allowed:  # set by rule (weights.OPTIONAL: BN statistics, anchors): say so
+            print(f"{weights_file}: {report.describe(limit=6)}", file=sys.stderr, flush=True)
     if device == "cuda":
         # fp32 as upstream: TF32 convolutions (cuDNN's default) and autotuned algorithms would
         # change features in the last bits and, through the NMS loop, which boxes are kept.

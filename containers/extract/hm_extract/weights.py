@@ -3,7 +3,7 @@
 The files are pickles of `{"model": {detectron2_name: numpy array}, ...}` (maybe with
 `__author__` or `matching_heuristics` beside "model"; those are ignored). They are read with
 `hm_shared.safe_pickle.restricted_loads`, which admits only numpy arrays and plain containers,
-so a file cannot run code. Every key is accounted for in a `LoadReport`: our keys that got no
+so a file cannot run code. Every key is accounted for in a `KeyAccount`: our keys that got no
 value (missing), upstream keys that went nowhere (unexpected) and shape/value mismatches; loading
 fails unless all are empty, except for the allow-listed keys in `OPTIONAL`, each with its reason.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from hm_extract.config import BUTDConfig
 from hm_extract.detector import BUTDDetector
 from hm_shared.errors import HmDataError, MissingWeightsError
+from hm_shared.key_account import KeyAccount
 from hm_shared.safe_pickle import restricted_loads
 
 Pairs = list[tuple[str, str]]
@@ -84,33 +84,6 @@ def rename_table(config: BUTDConfig) -> Pairs:
     return pairs
 
 
-@dataclass
-class LoadReport:
-    source: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    filled: list[str] = field(default_factory=list)  # allow-listed missing keys (OPTIONAL)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def __str__(self) -> str:
-        lines = [f"{self.source}: checkpoint does not match the detector"]
-        for title, keys in (
-            ("missing (ours, no value in the file)", self.missing),
-            ("unexpected (in the file, not in the detector)", self.unexpected),
-            ("mismatched", self.mismatched),
-        ):
-            if keys:
-                shown = ", ".join(keys[:20]) + (
-                    f", … ({len(keys)} in all)" if len(keys) > 20 else ""
-                )
-                lines.append(f"  {title}: {shown}")
-        return "\n".join(lines)
-
-
 def read_upstream(data: bytes, source: Path | str) -> dict[str, np.ndarray]:
     """The "model" dict of an upstream pickle, refusing anything but arrays and containers."""
     obj = restricted_loads(data, encoding="latin1", source=source)
@@ -140,11 +113,11 @@ def _optional_reason(key: str) -> str | None:
 
 def load_state(
     detector: BUTDDetector, state: Mapping[str, np.ndarray], source: Path | str
-) -> LoadReport:
+) -> KeyAccount:
     """Copy `state` (upstream names) into `detector`; raise `HmDataError` unless it all fits."""
     ours = detector.state_dict()
     mapping = dict(rename_table(detector.config))
-    report = LoadReport(str(source))
+    report = KeyAccount(str(source), "detectron2")
     loaded: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         target = mapping.get(key)
@@ -168,10 +141,11 @@ def load_state(
     for key, expected in ours.items():
         if key in loaded:
             continue
-        if _optional_reason(key) is None:
+        reason = _optional_reason(key)
+        if reason is None:
             report.missing.append(key)
             continue
-        report.filled.append(key)
+        report.allowed.append((key, reason))
         if key.endswith("running_mean"):
             loaded[key] = torch.zeros_like(expected)
         elif key.endswith("running_var"):
@@ -179,13 +153,13 @@ def load_state(
             loaded[key] = torch.full_like(expected, 1.0 - eps)
         else:
             loaded[key] = expected
-    if not report.ok:
-        raise HmDataError(str(report))
+    report.raise_for_errors("Expected the detector checkpoint named in recipes.toml")
+    report.loaded = sorted(k for k in loaded if k not in dict(report.allowed))
     detector.load_state_dict(loaded, strict=True)
     return report
 
 
-def load_weights(detector: BUTDDetector, path: Path) -> LoadReport:
+def load_weights(detector: BUTDDetector, path: Path) -> KeyAccount:
     """Load an upstream weights file into `detector` (strictly, see `load_state`)."""
     path = Path(path)
     if not path.is_file():
@@ -210,7 +184,6 @@ def dumps_upstream(detector: BUTDDetector, protocol: int = pickle.HIGHEST_PROTOC
 
 __all__ = [
     "OPTIONAL",
-    "LoadReport",
     "conv_norm_pairs",
     "dumps_upstream",
     "linear_pairs",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes
 from hm_shared.errors import HmDataError
 from hm_shared.io import atomic_write_bytes
+from hm_shared.key_account import KeyAccount
 
 # VarType.Type enum values of framework.proto.
 _DTYPES: dict[int, np.dtype] = {
@@ -222,52 +222,26 @@ def rename_table(cfg: ErnieVilConfig) -> dict[str, str]:
     return table
 
 
-@dataclass
-class LoadReport:
-    """What a params directory gave: every upstream variable is loaded, ignored or an error."""
-
-    loaded: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)  # matched IGNORED: not model parameters
-    unused_heads: list[str] = field(default_factory=list)  # UPSTREAM_HEADS: pre-training only
-    random: list[str] = field(default_factory=list)  # our keys left at their random init
-    missing: list[str] = field(default_factory=list)  # upstream names expected but absent
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-
-    def raise_if_incomplete(self, root: Path) -> None:
-        problems = []
-        for label, names in (
-            ("missing", self.missing),
-            ("unexpected", self.unexpected),
-            ("shape-mismatched", self.mismatched),
-        ):
-            if names:
-                problems.append(
-                    f"{len(names)} {label}: {', '.join(names[:8])}"
-                    + (" …" if len(names) > 8 else "")
-                )
-        if problems:
-            way_out = (
-                "; if the unexpected variables are heads this model does not use (e.g. the "
-                "pre-training heads), list regular expressions for them in the run's "
-                "`ignore_params` (recipes.toml: [models.ES.params] ignore_params = ['mask_lm_.*'])"
-                if self.unexpected
-                else ""
-            )
-            raise HmDataError(
-                "params directory does not match the ERNIE-ViL model ("
-                + "; ".join(problems)
-                + "); expected the params/ folder of the released "
-                "model-ernie-vil-{base,large}[-VCR-task-pre]-en tarball for this model size"
-                + way_out,
-                root,
-            )
+# Why a variable of a params directory, or a parameter of ours, was left out by design.
+IGNORED_REASON = "not a model parameter (optimiser state, step counter, learning rate)"
+HEADS_REASON = "ERNIE-ViL pre-training head, not used for fine-tuning"
+RANDOM_REASON = "task head: intentionally random (absent from a pre-trained model)"
+EXPECTED = (
+    "Expected the params/ folder of the released model-ernie-vil-{base,large}[-VCR-task-pre]-en "
+    "tarball for this model size"
+)
+WAY_OUT = (
+    "; if the unexpected variables are heads this model does not use (e.g. the pre-training "
+    "heads), list regular expressions for them in the run's `ignore_params` (recipes.toml: "
+    "[models.ES.params] ignore_params = ['mask_lm_.*'])"
+)
 
 
 def load_upstream_params(
     model: ErnieVilForHatefulMemes, root: Path, extra_ignored: Iterable[str] = ()
-) -> LoadReport:
-    """Copy the variables of `root` into `model`; strict (see `LoadReport`), errors name vars.
+) -> KeyAccount:
+    """Copy the variables of `root` into `model`; strict (`hm_shared.key_account.KeyAccount`:
+    every variable loaded or left out for a reason), errors name the variables.
 
     `hm_fc.*` is loaded when present (a vilio fine-tune output) and otherwise reported as the
     intentionally random new head.
@@ -278,13 +252,13 @@ def load_upstream_params(
     ignored = [re.compile(p) for p in (*IGNORED, *extra_ignored)]
     heads = [re.compile(p) for p in UPSTREAM_HEADS]
     state = model.state_dict()
-    report = LoadReport()
+    report = KeyAccount(str(root), "ernie-vil")
     for name, array in arrays.items():
         if name not in table:
             if any(p.fullmatch(name) for p in heads):
-                report.unused_heads.append(name)
+                report.allowed.append((name, HEADS_REASON))
             elif any(p.fullmatch(name) for p in ignored):
-                report.ignored.append(name)
+                report.allowed.append((name, IGNORED_REASON))
             else:
                 report.unexpected.append(name)
             continue
@@ -295,8 +269,8 @@ def load_upstream_params(
         target.set_value(array.astype(np.float32))
         report.loaded.append(name)
     report.missing = sorted(n for n in table if n not in arrays and n not in HEAD)
-    report.random = sorted(HEAD[n] for n in HEAD if n not in arrays)
-    report.raise_if_incomplete(root)
+    report.allowed += [(k, RANDOM_REASON) for k in sorted(HEAD[n] for n in HEAD if n not in arrays)]
+    report.raise_for_errors(EXPECTED + (WAY_OUT if report.unexpected else ""))
     return report
 
 
@@ -313,7 +287,6 @@ __all__ = [
     "HEAD",
     "IGNORED",
     "UPSTREAM_HEADS",
-    "LoadReport",
     "export_upstream_params",
     "load_upstream_params",
     "read_lod_tensor",

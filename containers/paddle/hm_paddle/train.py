@@ -23,7 +23,12 @@ import paddle.nn.functional as F
 
 from hm_paddle.inputs import Batch, ErnieTokenizer, MemeInputs, open_store
 from hm_paddle.model import ErnieVilConfig, ErnieVilForHatefulMemes, hateful_loss
-from hm_paddle.params import load_upstream_params
+from hm_paddle.params import (
+    HEADS_REASON,
+    IGNORED_REASON,
+    RANDOM_REASON,
+    load_upstream_params,
+)
 from hm_paddle.state import load_state
 from hm_shared.dataset import read_prepared_split
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
@@ -261,9 +266,9 @@ def _model_and_tokenizer(
         init = {
             "params_dir": str(params_dir),
             "loaded": len(report.loaded),
-            "ignored": report.ignored,
-            "unused upstream heads": report.unused_heads,
-            "random": report.random,
+            "ignored": report.allowed_keys(IGNORED_REASON),
+            "unused upstream heads": report.allowed_keys(HEADS_REASON),
+            "random": report.allowed_keys(RANDOM_REASON),
         }
     else:
         vocab_size = int(spec.params.get("smoke_vocab_size", 1000))

@@ -1,7 +1,8 @@
 """Loading upstream checkpoints through explicit rename tables.
 
 A loader is a list of `(upstream_key, our_key)` pairs (per-layer pairs generated from format
-strings), read with `torch.load(weights_only=True)`. Every key is accounted for in a `LoadReport`:
+strings), read with `torch.load(weights_only=True)`. Every key is accounted for in a
+`hm_shared.key_account.KeyAccount` (the same in every environment):
 our keys that got no value (missing), upstream keys that went nowhere (unexpected) and shape
 mismatches. Loading fails unless all three are empty or each leftover key matches an allow-list
 pattern that carries its reason.
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from hm_shared.errors import HmDataError
 from hm_shared.io import atomic_write_bytes
+from hm_shared.key_account import KeyAccount
 
 Pairs = list[tuple[str, str]]
 Adapter = Callable[[Tensor, torch.Size], Tensor]
@@ -106,52 +108,6 @@ class CheckpointFormat:
 FormatFor = Callable[[nn.Module, Mapping[str, Tensor], str], CheckpointFormat]
 
 
-@dataclass
-class LoadReport:
-    source: str
-    format: str
-    loaded: int = 0
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
-    allowed: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def describe(self, limit: int = 20) -> str:
-        def cut(items: list[str]) -> str:
-            more = f" … and {len(items) - limit} more" if len(items) > limit else ""
-            return ", ".join(items[:limit]) + more
-
-        lines = [f"{self.loaded} tensors loaded ({self.format} format)"]
-        if self.missing:
-            lines.append(f"missing (our model expects, the file lacks): {cut(self.missing)}")
-        if self.unexpected:
-            lines.append(f"unexpected (in the file, nowhere to go): {cut(self.unexpected)}")
-        if self.mismatched:
-            shapes = [
-                f"{key} file {tuple(got)} ≠ ours {tuple(want)}"
-                for key, want, got in self.mismatched
-            ]
-            lines.append(f"shape mismatch: {cut(shapes)}")
-        if self.allowed:
-            reasons: dict[str, list[str]] = {}
-            for key, reason in self.allowed:
-                reasons.setdefault(reason, []).append(key)
-            lines += [f"not loaded by design ({why}): {cut(keys)}" for why, keys in reasons.items()]
-        return "; ".join(lines)
-
-    def raise_for_errors(self) -> None:
-        if not self.ok:
-            raise HmDataError(
-                f"checkpoint does not match the model: {self.describe()}. Check that the file is "
-                f"the {self.format} checkpoint named in recipes.toml and the config size matches",
-                self.source,
-            )
-
-
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a `.pt`/`.pth`/`.bin` (torch, weights only) or `.safetensors` file.
 
@@ -222,9 +178,9 @@ def _is_position_ids(key: str, tensor: Tensor) -> bool:
 
 def apply_state_dict(
     model: nn.Module, state: Mapping[str, Tensor], fmt: CheckpointFormat, source: str
-) -> LoadReport:
+) -> KeyAccount:
     """Rename `state` by `fmt`, copy it into `model`, and return the full account (not raised)."""
-    report = LoadReport(source=source, format=fmt.name)
+    report = KeyAccount(source=source, format=fmt.name)
     for old, new in fmt.legacy_renames.items():
         state = {(k[: -len(old)] + new if k.endswith(old) else k): v for k, v in state.items()}
     ours = model.state_dict()
@@ -246,7 +202,9 @@ def apply_state_dict(
         if target in fmt.adapters:
             tensor = fmt.adapters[target](tensor, ours[target].shape)
         if tensor.shape != ours[target].shape:
-            report.mismatched.append((key, tuple(ours[target].shape), tuple(tensor.shape)))
+            report.mismatched.append(
+                f"{key}: file {tuple(tensor.shape)} ≠ ours {tuple(ours[target].shape)}"
+            )
             continue
         renamed[target] = tensor
     for key in ours:
@@ -258,14 +216,19 @@ def apply_state_dict(
         else:
             report.allowed.append((key, reason))
     model.load_state_dict(renamed, strict=False)
-    report.loaded = len(renamed)
+    report.loaded = sorted(renamed)
     return report
 
 
-def load_checkpoint(model: nn.Module, path: Path, fmt: CheckpointFormat) -> LoadReport:
+_EXPECTED = (
+    "Check that the file is the {} checkpoint named in recipes.toml and the config size matches"
+)
+
+
+def load_checkpoint(model: nn.Module, path: Path, fmt: CheckpointFormat) -> KeyAccount:
     """Load `path` into `model` through `fmt`; raises `HmDataError` naming every unaccounted key."""
     report = apply_state_dict(model, read_state_dict(path), fmt, str(path))
-    report.raise_for_errors()
+    report.raise_for_errors(_EXPECTED.format(fmt.name))
     return report
 
 
@@ -341,7 +304,7 @@ TIED = "tied to the word embeddings"
 
 def load_pretrained(
     model: nn.Module, path: Path, format_for: FormatFor, backbone: str
-) -> LoadReport:
+) -> KeyAccount:
     """Load an upstream checkpoint (through the model file's `format_for`), or our own task
     pre-training output (its `backbone` module, heads left as initialised), into `model`.
     `HmDataError` names every unaccounted key."""
@@ -351,7 +314,7 @@ def load_pretrained(
     else:
         fmt = format_for(model, state, str(path))
     report = apply_state_dict(model, state, fmt, str(path))
-    report.raise_for_errors()
+    report.raise_for_errors(_EXPECTED.format(fmt.name))
     return report
 
 
@@ -361,7 +324,6 @@ __all__ = [
     "Adapter",
     "CheckpointFormat",
     "FormatFor",
-    "LoadReport",
     "Pairs",
     "apply_state_dict",
     "bert_pairs",

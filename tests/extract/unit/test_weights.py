@@ -66,7 +66,7 @@ def test_pickle_file_loads_strictly_with_identical_values(
     path.write_bytes(dumps_upstream(source, protocol=2))  # Python-2-era bytes encoding
     loaded = BUTDDetector(BUTDConfig())
     report = load_weights(loaded, path)
-    assert report.ok and not report.filled
+    assert report.ok and not report.allowed
     theirs = loaded.state_dict()
     for key, value in source.state_dict().items():
         assert torch.equal(theirs[key], value), key
@@ -132,8 +132,8 @@ def test_folded_batch_norm_statistics_are_filled_with_identity(upstream) -> None
     state.pop("proposal_generator.anchor_generator.cell_anchors.0")
     detector = BUTDDetector(BUTDConfig())
     report = load_state(detector, state, "test.pkl")
-    assert "backbone.res4.7.conv2.norm.running_var" in report.filled
-    assert "rpn.cell_anchors" in report.filled
+    assert "backbone.res4.7.conv2.norm.running_var" in dict(report.allowed)
+    assert "rpn.cell_anchors" in dict(report.allowed)
     norm = detector.backbone.res4[7].conv2.norm
     # detectron2's FrozenBatchNorm2d buffers: var 1 − eps, so the folded weight scales exactly
     assert torch.equal(norm.running_var, torch.full((256,), 1.0 - norm.eps))

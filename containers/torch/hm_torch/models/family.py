@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from hm_torch.checkpoints import FormatFor, LoadReport, load_pretrained
+from hm_shared.key_account import KeyAccount
+from hm_torch.checkpoints import FormatFor, load_pretrained
 
 if TYPE_CHECKING:
     from hm_shared.dataset import Meme
@@ -83,7 +84,7 @@ class RegionFamily:
     def position_for(self, params: Mapping[str, Any]) -> PositionKind:
         return self.position(params) if callable(self.position) else self.position
 
-    def load(self, model: nn.Module, path: Path) -> LoadReport:
+    def load(self, model: nn.Module, path: Path) -> KeyAccount:
         """An upstream checkpoint of this model, or a task pre-training output, into `model`."""
         return load_pretrained(model, path, self.checkpoint_format, self.backbone)
 

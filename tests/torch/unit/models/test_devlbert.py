@@ -174,7 +174,7 @@ def test_released_checkpoint_loads_strictly(tmp_path: Path) -> None:
 
     backbone = [k for k in state if k.startswith("bert.")]
     assert report.ok and report.format == "devlbert"
-    assert report.loaded == len(backbone) == len(model.bert.state_dict())
+    assert len(report.loaded) == len(backbone) == len(model.bert.state_dict())
     allowed = dict(report.allowed)
     unused = {k for k in allowed if not k.startswith("vil_prediction.")}
     assert unused == {k for k in state if not k.startswith("bert.")}
@@ -229,7 +229,7 @@ def test_missing_key_fails_naming_it(tmp_path: Path) -> None:
 def test_wrong_shape_fails_naming_it(tmp_path: Path) -> None:
     key = "bert.encoder.c_layer.0.biattention.key2.weight"
     path = _tiny_file(tmp_path, lambda s: s.__setitem__(key, torch.zeros(32, 7)))
-    with pytest.raises(HmDataError, match=r"shape mismatch: .*c_layer\.0\.biattention\.key2"):
+    with pytest.raises(HmDataError, match=r"mismatched: .*c_layer\.0\.biattention\.key2"):
         _load_tiny(path)
 
 

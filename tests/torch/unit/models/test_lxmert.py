@@ -95,7 +95,7 @@ def test_released_layout_loads_strictly_into_the_hm_model(released) -> None:
     }
     ours = model.state_dict()
     backbone = [k for k in state if k.startswith("module.bert.")]
-    assert report.loaded == len(backbone) == 12 * 16 + 2 * 16 + 5 * 42 + 4 * 2 + 5 + 2
+    assert len(report.loaded) == len(backbone) == 12 * 16 + 2 * 16 + 5 * 42 + 4 * 2 + 5 + 2
     for key in backbone:
         assert torch.equal(ours[key.removeprefix("module.")], state[key]), key
 
@@ -140,7 +140,7 @@ def test_outputs_equal_transformers_lxmert(sizes: dict[str, int]) -> None:
     ours = LxmertForHatefulMemes(cfg).eval()
     state = {f"bert.{k}": v for k, v in hf.state_dict().items()}
     report = apply_state_dict(ours, state, lxmert_format(ours), "transformers")
-    assert report.ok and report.loaded == len(state)
+    assert report.ok and len(report.loaded) == len(state)
     batch = _batch(cfg)
     with torch.no_grad():
         want = hf(

@@ -140,6 +140,17 @@ def fingerprints(settings: Settings, data: DataDir, stages: list[StageDef]) -> F
     )
 
 
+def _plan_now(
+    settings: Settings, data: DataDir, stages: list[StageDef]
+) -> tuple[Fingerprints, list[PlannedStage]]:
+    """The fingerprints of `stages`' inputs and what each stage would do, from the records and
+    outputs on disk now (the one sequence behind `plan`, `run` and `predict`)."""
+    hashes = fingerprints(settings, data, stages)
+    records = {s.id: read_record(data, s.slug) for s in stages}
+    problems = cache.output_problems(data.root, stages, records)
+    return hashes, plan(stages, records, hashes, problems)
+
+
 def make_plan(settings: Settings, selection: Selection) -> PlanResult:
     """Plan without running or locking (hashes.json may be refreshed, atomically)."""
     data = DataDir(settings.data)
@@ -148,16 +159,14 @@ def make_plan(settings: Settings, selection: Selection) -> PlanResult:
     )  # a bad recipe first: nothing to do with data
     if not data.root.is_dir():
         raise no_data_dir_error(data)
-    hashes = fingerprints(settings, data, stages)
-    records = {s.id: read_record(data, s.slug) for s in stages}
-    problems = cache.output_problems(data.root, stages, records)
+    hashes, planned = _plan_now(settings, data, stages)
     missing = missing_weights(data, stages) if selection.profile == "full" else []
     changed = changed_weights(data, stages) if selection.profile == "full" else []
     return PlanResult(
         data,
         models,
         stages,
-        plan(stages, records, hashes, problems),
+        planned,
         hashes,
         missing,
         data.has_dataset(),
@@ -278,10 +287,7 @@ def run(
     resolve("extract").check_gpus(gpus)  # the chosen runtime: can it hand out these GPUs?
     with DataLock(data.lock, data.root):
         ensure_dataset(data, partial(console.print, highlight=False), synthetic)
-        hashes = fingerprints(settings, data, stages)
-        records = {s.id: read_record(data, s.slug) for s in stages}
-        problems = cache.output_problems(data.root, stages, records)
-        planned = plan(stages, records, hashes, problems)
+        hashes, planned = _plan_now(settings, data, stages)
         with RunProgress(len(planned), console) as progress:
             executor = Executor(
                 data,
@@ -352,10 +358,7 @@ def predict(
     gpus = resolve_gpus(gpus)
     resolve("extract").check_gpus(gpus)
     with DataLock(data.lock, data.root):
-        hashes = fingerprints(settings, data, stages)
-        records = {s.id: read_record(data, s.slug) for s in stages}
-        problems = cache.output_problems(data.root, stages, records)
-        planned = plan(stages, records, hashes, problems)
+        hashes, planned = _plan_now(settings, data, stages)
         owned = {s.id for s in run_stages}
         stale = [p for p in planned if p.stage.id in owned and p.action == "run"]
         if stale:

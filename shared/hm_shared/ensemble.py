@@ -391,8 +391,7 @@ def _model_inputs(spec: StageSpec) -> dict[str, Path]:
             f"stage {spec.stage}: unexpected inputs {unknown}; an ensemble stage takes "
             "'model:<letter>' inputs and 'prepared'"
         )
-    names = sorted(n for n in spec.inputs if n != "prepared")
-    models = {n.removeprefix("model:"): spec.path(n) for n in names}
+    models = spec.paths_named("model:")
     if not models:
         raise SpecError(f"stage {spec.stage}: no 'model:<letter>' inputs to ensemble")
     return models

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hm_shared.dataset import PREDICT_SPLIT, read_prepared
+from hm_shared.dataset import PREDICT_SPLIT, Meme, read_prepared
 from hm_shared.ensemble import apply_ensemble, read_model_split
 from hm_shared.errors import HmDataError, SpecError
 from hm_shared.intake import INTAKE_FILE
@@ -33,12 +33,6 @@ from hm_shared.spec import StageSpec
 
 REFERENCE_SPLIT = "test_unseen"
 THUMBNAIL_PX = 224
-
-
-def _letters(spec: StageSpec, prefix: str) -> dict[str, Path]:
-    return {
-        n.removeprefix(prefix): spec.path(n) for n in sorted(spec.inputs) if n.startswith(prefix)
-    }
 
 
 def write_model_columns(path: Path, preds: dict[str, Predictions]) -> None:
@@ -51,13 +45,18 @@ def write_model_columns(path: Path, preds: dict[str, Predictions]) -> None:
             writer.writerow([meme_id, *(repr(float(v)) for v in row)])
 
 
-def write_texts(path: Path, memes_dir: Path) -> None:
-    """`id,text,source` of the new memes: the text the models read, given or by OCR."""
+def read_new_memes(memes_dir: Path) -> tuple[list[Meme], set[str]]:
+    """The new memes of the intake stage's output, and the ids whose text came from OCR."""
     by_ocr = json.loads((memes_dir / INTAKE_FILE).read_text(encoding="utf-8"))["ocr"]["read"]
+    return read_prepared(memes_dir / f"{PREDICT_SPLIT}.jsonl"), set(by_ocr)
+
+
+def write_texts(path: Path, memes: list[Meme], by_ocr: set[str]) -> None:
+    """`id,text,source` of the new memes: the text the models read, given or by OCR."""
     with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "source"])
-        for meme in read_prepared(memes_dir / f"{PREDICT_SPLIT}.jsonl"):
+        for meme in memes:
             writer.writerow([meme.id, meme.text, "ocr" if meme.id in by_ocr else "given"])
 
 
@@ -87,12 +86,16 @@ def _cell(sort_key: object, shown: str) -> str:
 
 
 def page(
-    memes_dir: Path, final: Predictions, models: dict[str, Predictions], threshold: float
+    memes_dir: Path,
+    new_memes: list[Meme],
+    by_ocr: set[str],
+    final: Predictions,
+    models: dict[str, Predictions],
+    threshold: float,
 ) -> str:
     """An HTML page: one row a meme (image, id, text, final score, label, models' scores),
     highest score first; a click on a heading sorts by that column."""
-    memes = {m.id: m for m in read_prepared(memes_dir / f"{PREDICT_SPLIT}.jsonl")}
-    by_ocr = json.loads((memes_dir / INTAKE_FILE).read_text(encoding="utf-8"))["ocr"]["read"]
+    memes = {m.id: m for m in new_memes}
     per_model = {
         n: dict(zip(p.ids.tolist(), p.proba.tolist(), strict=True)) for n, p in models.items()
     }
@@ -128,8 +131,8 @@ def page(
 
 
 def scores_stage(spec: StageSpec) -> None:
-    models = _letters(spec, "model:")
-    references = _letters(spec, "reference:")
+    models = spec.paths_named("model:")
+    references = spec.paths_named("reference:")
     if not models or sorted(models) != sorted(references):
         raise SpecError(
             f"stage {spec.stage}: expected one 'model:<letter>' and one 'reference:<letter>' "
@@ -146,9 +149,11 @@ def scores_stage(spec: StageSpec) -> None:
     out = spec.output_dir
     write_predictions(out / "scores.csv", final)
     write_model_columns(out / "models.csv", new)
-    write_texts(out / "texts.csv", spec.path("memes"))
+    memes, by_ocr = read_new_memes(spec.path("memes"))
+    write_texts(out / "texts.csv", memes, by_ocr)
     threshold = float(summary["threshold"])
-    atomic_write_text(out / "index.html", page(spec.path("memes"), final, new, threshold))
+    html_page = page(spec.path("memes"), memes, by_ocr, final, new, threshold)
+    atomic_write_text(out / "index.html", html_page)
     atomic_write_json(
         out / "scores.json",
         {

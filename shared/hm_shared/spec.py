@@ -77,6 +77,12 @@ class StageSpec(BaseModel):
             )
         return self.root / self.inputs[name]
 
+    def paths_named(self, prefix: str) -> dict[str, Path]:
+        """The inputs named `<prefix><name>` as {name: absolute path}, in name order (the
+        per-model inputs of the ensemble and scores stages: "model:U" → "U")."""
+        names = sorted(n for n in self.inputs if n.startswith(prefix))
+        return {n.removeprefix(prefix): self.path(n) for n in names}
+
     def param(self, name: str) -> Any:
         if name not in self.params:
             raise SpecError(

@@ -154,7 +154,8 @@ def load_state(
         else:
             loaded[key] = expected
     report.raise_for_errors("Expected the detector checkpoint named in recipes.toml")
-    report.loaded = sorted(k for k in loaded if k not in dict(report.allowed))
+    filled = {key for key, _ in report.allowed}
+    report.loaded = sorted(k for k in loaded if k not in filled)
     detector.load_state_dict(loaded, strict=True)
     return report
 

@@ -31,7 +31,7 @@ def make_spec(
     output: str | None = None,
     **fields: Any,
 ) -> StageSpec:
-    """`fields`: any other `StageSpec` field (kind, env, profile, device, context)."""
+    """`fields`: any other `StageSpec` field (kind, env, profile, device)."""
     kind = fields.pop("kind", stage.split("/")[0])
     env = fields.pop("env", _env(kind, stage))
     return StageSpec(

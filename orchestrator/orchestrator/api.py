@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from hm_shared.errors import HmDataError, HmError, MissingWeightsError
 from orchestrator import cache, weights, weights_lock
 from orchestrator.accepted import check_params
 from orchestrator.datadir import DataDir
+from orchestrator.errors import EnvBuildError
 from orchestrator.executor import Executor, OnError, Outcome
 from orchestrator.gpus import resolve_gpus
 from orchestrator.lock import DataLock
@@ -398,11 +400,20 @@ def status(settings: Settings, selection: Selection) -> list[StageStatus]:
 
 
 def build_envs(settings: Settings, envs: tuple[str, ...], say: Say) -> None:
-    """Build (or check) the local virtualenvs of `envs`."""
+    """Build (or check) the local virtualenvs of `envs`, all at once; a failed build is raised
+    once every build has ended, naming its environment and log."""
     unknown = [e for e in envs if e not in ENVS]
     if unknown:
         raise HmError(f"unknown environment {', '.join(unknown)}; known: {', '.join(ENVS)}")
     runtime = make_runtime("local", settings.runtime_config)
-    for env in envs:
+
+    def ensure(env: str) -> None:
         runtime.ensure(env, say)
         say(f"{env}: {settings.runtime_config.venvs / env} is up to date")
+
+    # one pip per venv at once: a build is one pip process on one core, mostly unpacking
+    with ThreadPoolExecutor(max_workers=max(1, len(envs))) as pool:
+        builds = {env: pool.submit(ensure, env) for env in envs}
+    failed = [(env, build.exception()) for env, build in builds.items() if build.exception()]
+    if failed:  # every build has finished: its log is whole
+        raise EnvBuildError("\n".join(f"{env}: {exc}" for env, exc in failed))

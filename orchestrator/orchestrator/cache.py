@@ -2,7 +2,8 @@
 
 Key parts: kind, env, params, profile, input content hashes, the env's lock-file hash and the
 code version (sha256 of the .py sources of hm_shared + hm_<env>). Paths, the runtime, the
-device and `context` stay out, so local/docker and CPU/GPU share cache entries.
+device and the run-facts inputs (the report's timings) stay out, so local/docker and CPU/GPU
+share cache entries.
 """
 
 from __future__ import annotations

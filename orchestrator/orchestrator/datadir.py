@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The report's stage timings, written by the executor from the records just before the report
+# stage starts (an unkeyed input of it: `InputRef.run_facts`)
+TIMINGS_FILE = "work/state/timings.json"
+
 
 @dataclass(frozen=True)
 class DataDir:
@@ -40,6 +44,10 @@ class DataDir:
     @property
     def hashes(self) -> Path:
         return self.state / "hashes.json"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / TIMINGS_FILE
 
     def record(self, slug: str) -> Path:
         return self.state / "records" / f"{slug}.json"

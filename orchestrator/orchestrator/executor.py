@@ -23,6 +23,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from hm_shared.io import atomic_write_text
 from hm_shared.spec import StageSpec
 from orchestrator.cache import key_parts, output_problems, stage_key
 from orchestrator.datadir import DataDir
@@ -178,9 +179,11 @@ class Executor:
 
     # -- one stage -----------------------------------------------------------------------------
 
-    def _context(self, stage: StageDef, stages: Mapping[str, StageDef]) -> dict[str, Any]:
-        if stage.kind != "report":
-            return {}
+    def _write_run_facts(self, stage: StageDef, stages: Mapping[str, StageDef]) -> None:
+        """The timings file of a stage that reads it (`InputRef.run_facts`): one row per stage
+        done so far, from its record, and whether this run took it from the cache."""
+        if not any(ref.run_facts for ref in stage.inputs.values()):
+            return
         timings = []
         for sid, other in stages.items():
             record = read_record(self.data, other.slug)
@@ -197,7 +200,7 @@ class Executor:
                     "cached": sid in self.outcome.cached,
                 }
             )
-        return {"timings": timings}
+        atomic_write_text(self.data.timings, json.dumps(timings, indent=1) + "\n")
 
     def _start(
         self,
@@ -250,8 +253,8 @@ class Executor:
             params=stage.params,
             profile=stage.profile,
             device="cuda" if gpu or slurm_gpus else "cpu",
-            context=self._context(stage, stages),
         )
+        self._write_run_facts(stage, stages)
         spec_path = attempt / "spec.json"
         spec.write(spec_path)
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hm_shared.spec import StageKind
+from orchestrator.datadir import TIMINGS_FILE
 from orchestrator.recipes import DETECTOR_WEIGHTS, Recipes, Weight
 
 Profile = Literal["smoke", "full"]
@@ -48,12 +49,15 @@ class InputRef:
     here: the images of data/hm that a stage reads are those of the prepared memes, whose hashes
     the prepare stage lists in `images.json`; a byte changed elsewhere in data/hm (a meme outside
     --topk, a text no stage reads) then reruns prepare alone.
+    `run_facts` marks a file the executor writes from the run's records just before the stage
+    starts (the report's stage timings): facts about this run, not content, so never keyed.
     """
 
     path: str
     producer: str | None = None
     files: tuple[str, ...] | None = None
     keyed_by: str | None = None
+    run_facts: bool = False
 
     @property
     def ident(self) -> str:
@@ -88,8 +92,12 @@ class StageDef:
 
     @property
     def keyed_inputs(self) -> dict[str, InputRef]:
-        """The inputs whose hashes make the cache key (`InputRef.keyed_by`)."""
-        return {name: ref for name, ref in self.inputs.items() if ref.keyed_by is None}
+        """The inputs whose hashes make the cache key (`InputRef.keyed_by`, `run_facts`)."""
+        return {
+            name: ref
+            for name, ref in self.inputs.items()
+            if ref.keyed_by is None and not ref.run_facts
+        }
 
     @property
     def deps(self) -> list[str]:
@@ -293,7 +301,12 @@ def build_stages(
         kind="report",
         env="host",
         output="work/report",
-        inputs={"prepared": prepared, "ensemble": InputRef(ensemble.output, ensemble.id), **preds},
+        inputs={
+            "prepared": prepared,
+            "ensemble": InputRef(ensemble.output, ensemble.id),
+            **preds,
+            "timings": InputRef(TIMINGS_FILE, run_facts=True),
+        },
         profile=profile,
     )
     return [*stages, ensemble, report]

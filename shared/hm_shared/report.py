@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from sklearn.metrics import roc_curve
 
 from hm_shared.ensemble import DEV_SPLIT, labels_for, read_dev_labels, read_model_split
@@ -128,24 +129,45 @@ def render_report(
     )
 
 
-def _timings(spec: StageSpec) -> list[Mapping[str, Any]]:
-    timings = spec.context.get("timings", [])
-    if not isinstance(timings, list) or not all(isinstance(t, Mapping) for t in timings):
-        raise SpecError(
-            f"stage {spec.stage}: context.timings must be a list of objects with keys "
-            f"{', '.join(TIMING_COLUMNS)}"
-        )
-    return timings
+class StageTiming(BaseModel):
+    """One row of the timings file the executor writes for the report (`TIMING_COLUMNS`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    kind: str
+    runtime: str | None
+    start: str | None
+    end: str | None
+    seconds: float | None
+    cached: bool
+
+
+_TIMINGS = TypeAdapter(list[StageTiming])
+
+
+def read_timings(path: Path) -> list[Mapping[str, Any]]:
+    """The rows of the timings file; HmDataError naming the file (and the row) otherwise."""
+    try:
+        rows = _TIMINGS.validate_json(path.read_bytes())
+    except OSError as exc:
+        raise HmDataError(f"cannot read the stage timings: {exc}", path) from exc
+    except ValidationError as exc:
+        raise HmDataError(
+            f"expected a JSON list of stage timings with keys {', '.join(TIMING_COLUMNS)}:\n{exc}",
+            path,
+        ) from exc
+    return [row.model_dump() for row in rows]
 
 
 def report_stage(spec: StageSpec) -> None:
     """Write `index.html` from the `model:<letter>` preds, the `ensemble` output and `prepared`."""
-    unknown = [n for n in spec.inputs if n not in ("prepared", "ensemble")]
+    unknown = [n for n in spec.inputs if n not in ("prepared", "ensemble", "timings")]
     unknown = [n for n in unknown if not n.startswith("model:")]
     if unknown:
         raise SpecError(
             f"stage {spec.stage}: unexpected inputs {unknown}; a report stage takes "
-            "'model:<letter>', 'ensemble' and 'prepared'"
+            "'model:<letter>', 'ensemble', 'prepared' and 'timings'"
         )
     labels, labels_path = read_dev_labels(spec.path("prepared"))
     scores = []
@@ -165,7 +187,8 @@ def report_stage(spec: StageSpec) -> None:
         scores.append(_score("ensemble", fin, labels, labels_path))
     if not scores:
         raise SpecError(f"stage {spec.stage}: nothing to report; expected 'model:<letter>' inputs")
-    page = render_report(scores, weights, _timings(spec))
+    timings = read_timings(spec.path("timings")) if "timings" in spec.inputs else []
+    page = render_report(scores, weights, timings)
     atomic_write_text(spec.output_dir / "index.html", page)
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hm_shared.errors import SpecError
 from hm_shared.io import atomic_write_text
 
-SPEC_FORMAT_VERSION = 1
+SPEC_FORMAT_VERSION = 2  # 2: no `context` (the report's timings are an input)
 SPEC_FILE = "spec.json"
 # Facts about how a stage's output was made (counters such as the extract stage's detector
 # passes), written beside it: not its content, so left out of the output hash and file list.
@@ -59,7 +59,6 @@ class StageSpec(BaseModel):
     params: dict[str, Any] = {}
     profile: Literal["smoke", "full"] = "smoke"
     device: Literal["cpu", "cuda"] = "cpu"
-    context: dict[str, Any] = {}
 
     @property
     def root(self) -> Path:

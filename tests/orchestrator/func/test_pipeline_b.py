@@ -182,8 +182,13 @@ def test_smoke_pipeline_kill_resume_and_noop(tmp_path: Path, venvs: Path) -> Non
         fin = read_predictions(data.root / f"work/ensemble/FIN_{split}.csv")
         averaged = read_predictions(data.root / f"work/preds/B/{split}.csv")
         assert sorted(fin.ids.tolist()) == sorted(averaged.ids.tolist())
-    assert (data.root / "work/report/index.html").read_text().startswith("<!DOCTYPE html>")
+    page = (data.root / "work/report/index.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
     state = _consistent(data)
+    # the timings the executor wrote for the report: one row per other stage
+    assert len(json.loads(data.timings.read_text())) == len(state["records"]) - 1
+    assert "<td>train/B/B42/train</td><td>train</td><td>local</td>" in page
+    assert "timings" not in state["records"]["report"]["key_parts"]["inputs"]  # not content
     assert {r["status"] for r in state["records"].values()} == {"done"}
     devices = {r["stage"]: r["device"] for r in state["records"].values()}
     assert {devices[f"train/B/B4{i}/{fit}"] for i in (2, 3) for fit in ("train", "traindev")} == {

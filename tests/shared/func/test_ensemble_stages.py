@@ -61,16 +61,10 @@ def _write_prepared(root: Path) -> None:
 
 
 def _run_stage(
-    root: Path, kind: str, slug: str, inputs: dict[str, str], context: dict | None = None
+    root: Path, kind: str, slug: str, inputs: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess, Path]:
     spec = make_spec(
-        slug,
-        root,
-        kind=kind,
-        env="host",
-        output=f"work/.attempts/{slug}/key",
-        inputs=inputs,
-        context=context or {},
+        slug, root, kind=kind, env="host", output=f"work/.attempts/{slug}/key", inputs=inputs
     )
     spec_path = root / "specs" / f"{slug}.json"
     spec.write(spec_path)
@@ -140,12 +134,18 @@ def test_average_ensemble_report_pipeline(tmp_path: Path) -> None:
             "cached": False,
         }
     ]
+    (tmp_path / "work/state").mkdir(parents=True)
+    (tmp_path / "work/state/timings.json").write_text(json.dumps(timings))
     proc, out = _run_stage(
         tmp_path,
         "report",
         "report",
-        model_inputs | {"prepared": "work/prepared", "ensemble": ensemble_rel},
-        context={"timings": timings},
+        model_inputs
+        | {
+            "prepared": "work/prepared",
+            "ensemble": ensemble_rel,
+            "timings": "work/state/timings.json",
+        },
     )
     assert proc.returncode == 0, proc.stderr
     page = (out / "index.html").read_text()

@@ -62,13 +62,16 @@ def _write_prepared(root: Path, labels: dict[str, int]) -> str:
     return "work/prepared"
 
 
-def _spec(root: Path, inputs: dict[str, str], timings: list) -> StageSpec:
+def _spec(root: Path, inputs: dict[str, str], timings: object) -> StageSpec:
+    """A report spec whose `timings` input holds `timings` as JSON."""
+    path = root / "work/state/timings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(timings))
     return make_spec(
         "report",
         root,
         output="work/.attempts/report/k",
-        inputs=inputs,
-        context={"timings": timings},
+        inputs={**inputs, "timings": "work/state/timings.json"},
     )
 
 
@@ -112,7 +115,15 @@ def test_report_stage_errors(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"unexpected inputs \['features'\]"):
         report_stage(_spec(tmp_path, {"features": "x", "prepared": prepared}, []))
     good = _write_model(tmp_path, "U", ["00011", "00012"], [0.1, 0.9])
-    spec = _spec(tmp_path, {"model:U": good, "prepared": prepared}, [])
-    spec.context["timings"] = {"stage": "x"}
-    with pytest.raises(SpecError, match=r"context\.timings must be a list"):
+    spec = _spec(tmp_path, {"model:U": good, "prepared": prepared}, {"stage": "x"})
+    timings = spec.path("timings")
+    with pytest.raises(HmDataError, match=r"expected a JSON list of stage timings") as info:
+        report_stage(spec)
+    assert info.value.path == timings
+    row = {"stage": "x", "kind": "train", "runtime": "local", "start": "a", "end": "b"}
+    spec = _spec(tmp_path, {"model:U": good, "prepared": prepared}, [row])
+    with pytest.raises(HmDataError, match=r"0\.seconds\n  Field required"):
+        report_stage(spec)
+    timings.unlink()
+    with pytest.raises(HmDataError, match="cannot read the stage timings"):
         report_stage(spec)

@@ -6,9 +6,19 @@ from pathlib import Path
 import pytest
 
 from hm_shared.io import sha256_file
+from orchestrator.api import Settings, build_envs
 from orchestrator.datadir import DataDir
+from orchestrator.errors import EnvBuildError
 from orchestrator.runtimes import RuntimeConfig
 from orchestrator.runtimes.local import MARKER, LocalRuntime
+
+
+def _package(folder: Path, package: str) -> None:
+    (folder / package).mkdir(parents=True, exist_ok=True)
+    (folder / package / "__init__.py").write_text("")
+    (folder / "setup.py").write_text(
+        f"from setuptools import setup\nsetup(name='{package}', packages=['{package}'])\n"
+    )
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -67,11 +77,7 @@ def test_builds_a_venv_and_writes_the_marker_last(tmp_path: Path) -> None:
     """A real build of an environment with an empty lock and two tiny editable packages."""
     repo = _repo(tmp_path)
     for folder, package in ((repo / "shared", "hm_shared"), (repo / "containers/tiny", "hm_tiny")):
-        (folder / package).mkdir(parents=True, exist_ok=True)
-        (folder / package / "__init__.py").write_text("")
-        (folder / "setup.py").write_text(
-            f"from setuptools import setup\nsetup(name='{package}', packages=['{package}'])\n"
-        )
+        _package(folder, package)
     runtime = LocalRuntime(RuntimeConfig(repo=repo, venvs=tmp_path / "venvs"))
     messages: list[str] = []
     runtime.ensure("tiny", messages.append)
@@ -79,3 +85,25 @@ def test_builds_a_venv_and_writes_the_marker_last(tmp_path: Path) -> None:
     assert messages[0].startswith(f"building {tmp_path / 'venvs/tiny'}")
     python = tmp_path / "venvs/tiny/bin/python"
     assert subprocess.run([str(python), "-c", "import hm_tiny, hm_shared"]).returncode == 0
+
+
+@pytest.mark.slow
+def test_envs_build_at_once_and_a_failure_names_its_environment(tmp_path: Path) -> None:
+    """`orchestrator envs build`: the broken torch lock fails, the extract venv is still built."""
+    repo = _repo(tmp_path)
+    _package(repo / "shared", "hm_shared")
+    for env in ("extract", "torch"):
+        _package(repo / "containers" / env, f"hm_{env}")
+        (repo / "containers" / env / "requirements.lock").write_text("")
+    (repo / "containers/torch/requirements.lock").write_text("not a requirement ==\n")
+    settings = Settings(data=tmp_path, repo=repo, venvs=tmp_path / "venvs")
+    messages: list[str] = []
+    with pytest.raises(EnvBuildError) as info:
+        build_envs(settings, ("extract", "torch"), messages.append)
+    message = str(info.value)
+    assert message.startswith(f"torch: building {tmp_path / 'venvs/torch'} failed")
+    assert str(tmp_path / "venvs/torch.build.log") in message
+    assert "extract" not in message
+    runtime = LocalRuntime(settings.runtime_config)
+    assert runtime.is_current("extract") and not runtime.is_current("torch")
+    assert f"extract: {tmp_path / 'venvs/extract'} is up to date" in messages

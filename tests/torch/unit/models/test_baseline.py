@@ -82,7 +82,7 @@ def test_renamed_key_fails_naming_it(
         resnet152_encoder(path)
     message = str(info.value)
     assert str(path) in message
-    assert "missing (our model expects, the file lacks): layer3.7.conv2.weight" in message
+    assert "missing (the model expects, the file lacks): layer3.7.conv2.weight" in message
     assert "unexpected (in the file, nowhere to go): layer3.7.conv2.weights" in message
 
 

@@ -35,7 +35,7 @@ def check_params(stages: list[StageDef], repo: Path, recipes: Path) -> None:
         table = (tables[stage.env] or {}).get(stage.kind)
         if table is None:
             continue
-        letter = stage.params.get("model")
+        letter = stage.run.model if stage.run else None
         accepted = table.get(str(letter), table.get("*"))
         if accepted is None:
             raise RecipeError(

@@ -198,6 +198,8 @@ def plan_command(
             )
             click.echo(f"{'':<{width}}  inputs={inputs}")
             click.echo(f"{'':<{width}}  params={params}")
+            if p.stage.run:
+                click.echo(f"{'':<{width}}  run={p.stage.run.model_dump_json()}")
     runs = sum(p.action == "run" for p in result.planned)
     click.echo(f"{runs} to run, {len(result.planned) - runs} cached")
     if result.missing_weights:

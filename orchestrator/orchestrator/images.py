@@ -100,6 +100,11 @@ def gpu_image(env: str) -> str:
     return f"{env}-gpu" if f"{env}-gpu" in GPU_IMAGES else env
 
 
+# The layer shared by the extract and torch images (the pins common to both locks); the last
+# file `build_wheelhouse` writes, so it also marks a complete wheelhouse
+WHEELHOUSE_MARKER = "common-torch.lock"
+
+
 def pinned_lines(lock: Path) -> list[str]:
     return [line for line in lock.read_text().splitlines() if line and not line.startswith("#")]
 
@@ -108,6 +113,9 @@ def build_wheelhouse(repo: Path, envs: tuple[str, ...] = ENVS) -> Path:
     """Download every pinned wheel of the given environments into .wheelhouse/ (idempotent)."""
     house = repo / ".wheelhouse"
     house.mkdir(exist_ok=True)
+    # written last: until then a local venv build (`wheelhouse_ready`) does not read the folder,
+    # which may hold a wheel pip is still copying in
+    (house / WHEELHOUSE_MARKER).unlink(missing_ok=True)
     for env in envs:
         cmd = [
             sys.executable,
@@ -125,12 +133,17 @@ def build_wheelhouse(repo: Path, envs: tuple[str, ...] = ENVS) -> Path:
             raise HmError(
                 f"pip download of {lock_path(repo, env)} failed (see the pip output above)"
             )
-    # The layer shared by the extract and torch images: the pins common to both locks.
     common = sorted(
         set(pinned_lines(lock_path(repo, "extract"))) & set(pinned_lines(lock_path(repo, "torch")))
     )
-    atomic_write_text(house / "common-torch.lock", "\n".join(common) + "\n")
+    atomic_write_text(house / WHEELHOUSE_MARKER, "\n".join(common) + "\n")
     return house
+
+
+def wheelhouse_ready(repo: Path) -> Path | None:
+    """`.wheelhouse/` once a `build_wheelhouse` has completed there, else None."""
+    house = repo / ".wheelhouse"
+    return house if (house / WHEELHOUSE_MARKER).is_file() else None
 
 
 def base_image_exists(tag: str) -> bool:

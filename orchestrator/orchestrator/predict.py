@@ -119,8 +119,8 @@ def predict_stages(
 
     for letter in models:
         runs: dict[str, InputRef] = {}
-        for fit in (s for s in run_stages if s.kind == "train" and s.params.get("model") == letter):
-            if fit.params["fit"] != "traindev":
+        for fit in (s for s in run_stages if s.kind == "train" and s.run and s.run.model == letter):
+            if fit.run is None or fit.run.fit != "traindev":
                 continue
             inputs = {name: remap(ref) for name, ref in fit.inputs.items()}
             inputs |= {
@@ -130,14 +130,14 @@ def predict_stages(
             }
             if "hm" in inputs:
                 inputs["hm"] = images  # B reads the pictures themselves
-            run = fit.params["run"]
+            run = fit.run.run
             stage = dataclasses.replace(
                 fit,
                 id=f"{prefix}/run/{letter}/{run}",
                 kind="predict",
                 output=f"{base}/runs/{letter}/{run}",
                 inputs=inputs,
-                params={**fit.params, "predict": [PREDICT_SPLIT], "valid": None},
+                run=fit.run.model_copy(update={"predict": (PREDICT_SPLIT,), "valid": None}),
             )
             stages.append(stage)
             runs[f"run:{run}:predict"] = InputRef(stage.output, stage.id)

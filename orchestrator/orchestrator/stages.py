@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hm_shared.spec import StageKind
+from hm_shared.spec import RunSpec, StageKind
 from orchestrator.datadir import TIMINGS_FILE
 from orchestrator.recipes import DETECTOR_WEIGHTS, Recipes, Weight
 
@@ -72,6 +72,7 @@ class StageDef:
     output: str  # relative to the data root
     inputs: dict[str, InputRef] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    run: RunSpec | None = None  # which model run (pretrain, train and predict stages)
     profile: Profile = "smoke"
     weights: tuple[Weight, ...] = ()  # files the full profile requires under data/weights
     # SLURM resources the recipe gives this stage ([slurm.<kind>], then [models.X.slurm]);
@@ -206,13 +207,8 @@ def _model_stages(
                 env=model.env,
                 output=f"work/pretrain/{letter}/{run.name}",
                 inputs=dict(run_inputs),
-                params={
-                    **_merged(model.pretrain.params, model.pretrain.smoke, profile),
-                    "model": letter,
-                    "run": run.name,
-                    "seed": run.seed,
-                    "features": run.features,
-                },
+                params=_merged(model.pretrain.params, model.pretrain.smoke, profile),
+                run=RunSpec(model=letter, run=run.name, seed=run.seed, features=run.features),
                 profile=profile,
                 weights=weights,
                 resources=_resources(recipes, "pretrain", letter),
@@ -223,18 +219,17 @@ def _model_stages(
             inputs = dict(run_inputs)
             if fit == "traindev" and model.traindev_epochs_from_train:
                 inputs["train_fit"] = average_inputs[f"run:{run.name}:train"]
-            params = {
-                **_merged(model.params, model.smoke, profile),
-                **run.params,
-                "model": letter,
-                "run": run.name,
-                "seed": run.seed,
-                "fit": fit,
-                "predict": list(predict),
-                "valid": VALID[fit],
-                "features": run.features,
-                "extra_features": run.extra_features,
-            }
+            params = {**_merged(model.params, model.smoke, profile), **run.params}
+            identity = RunSpec(
+                model=letter,
+                run=run.name,
+                seed=run.seed,
+                fit=fit,
+                predict=predict,
+                valid=VALID[fit],
+                features=run.features,
+                extra_features=run.extra_features,
+            )
             if VALID[fit] is None and params.get("early_stopping"):
                 params["early_stopping"] = 0  # nothing held out to stop on: full schedule
             stage = StageDef(
@@ -244,6 +239,7 @@ def _model_stages(
                 output=f"work/runs/{letter}/{run.name}/{fit}",
                 inputs=inputs,
                 params=params,
+                run=identity,
                 profile=profile,
                 weights=weights,
                 resources=_resources(recipes, "train", letter),

@@ -11,25 +11,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hm_shared.errors import SpecError
 from hm_shared.io import atomic_write_text
 
-SPEC_FORMAT_VERSION = 2  # 2: no `context` (the report's timings are an input)
+SPEC_FORMAT_VERSION = 2  # 2: `run` out of `params`; no `context` (timings are an input)
 SPEC_FILE = "spec.json"
 # Facts about how a stage's output was made (counters such as the extract stage's detector
 # passes), written beside it: not its content, so left out of the output hash and file list.
 STATS_FILE = "stats.json"
-# The params the orchestrator sets on every train stage from the recipe's run row
-# (docs/architecture.md §7), besides the model's own: hm_torch and hm_paddle keep them apart.
-TRAIN_STAGE_PARAMS = (
-    "model",
-    "run",
-    "seed",
-    "fit",
-    "predict",
-    "valid",
-    "features",
-    "extra_features",
-)
-
-
 # Every kind of stage; the orchestrator's stage graph uses the same list.
 StageKind = Literal[
     "prepare",
@@ -46,7 +32,26 @@ StageKind = Literal[
 ]
 
 
+class RunSpec(BaseModel):
+    """Which run a pretrain, train or predict stage is: one row of the recipe's model (its run
+    name, seed and feature variants), the fit and the splits it validates on and predicts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str  # the recipe letter ("U", "ES")
+    run: str  # the run row's name ("U36")
+    seed: int
+    fit: Literal["train", "traindev"] | None = None  # None: a pretrain stage
+    predict: tuple[str, ...] = ()  # splits to write predictions for
+    valid: str | None = None  # the held-out split (early stopping, dev metrics)
+    features: str | None = None  # the feature variants of the run row
+    extra_features: str | None = None
+
+
 class StageSpec(BaseModel):
+    """`params` are the recipe's params of the stage (the model's and its engine's); `run`
+    is set on the stages of one model run and on no other."""
+
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = SPEC_FORMAT_VERSION
@@ -57,6 +62,7 @@ class StageSpec(BaseModel):
     output: str
     inputs: dict[str, str] = {}
     params: dict[str, Any] = {}
+    run: RunSpec | None = None
     profile: Literal["smoke", "full"] = "smoke"
     device: Literal["cpu", "cuda"] = "cpu"
 
@@ -81,6 +87,13 @@ class StageSpec(BaseModel):
         per-model inputs of the ensemble and scores stages: "model:U" → "U")."""
         names = sorted(n for n in self.inputs if n.startswith(prefix))
         return {n.removeprefix(prefix): self.path(n) for n in names}
+
+    @property
+    def model_run(self) -> RunSpec:
+        """`run`, or a clear error on a stage that is no model run's."""
+        if self.run is None:
+            raise SpecError(f"stage {self.stage}: a {self.kind} stage's spec needs `run`")
+        return self.run
 
     def param(self, name: str) -> Any:
         if name not in self.params:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hm_paddle.train import MODEL_PARAMS, MODELS, TrainConfig
+from hm_paddle.train import ENGINE_PARAMS, MODEL_PARAMS, MODELS
 from hm_shared.accepted import FILE_NAME, main, table_text
-from hm_shared.spec import TRAIN_STAGE_PARAMS
 
 PUBLISHED = Path(__file__).with_name(FILE_NAME)
 
 
 def accepted_params() -> dict[str, dict[str, list[str]]]:
-    known = {*TrainConfig.__dataclass_fields__, *TRAIN_STAGE_PARAMS, *MODEL_PARAMS}
+    known = {*ENGINE_PARAMS, *MODEL_PARAMS}
     return {"train": {letter: sorted(known) for letter in sorted(MODELS)}}
 
 

@@ -34,7 +34,7 @@ from hm_shared.dataset import read_prepared_split
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.fit_outputs import split_metrics, write_split_predictions
 from hm_shared.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
+from hm_shared.spec import StageSpec
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "state.pdckpt"
@@ -78,6 +78,10 @@ class TrainConfig:
         if self.warmup_steps and counter < self.warmup_steps:
             return self.lr * counter / self.warmup_steps
         return self.lr
+
+
+# The recipe params of the optimiser: `TrainConfig`'s fields but the seed, which is the run's
+ENGINE_PARAMS = frozenset(TrainConfig.__dataclass_fields__) - {"seed"}
 
 
 def seed_everything(seed: int) -> None:
@@ -221,13 +225,13 @@ def fit_rows(spec: StageSpec, fit: str) -> list[tuple[str, str, int | None]]:
 def check_params(spec: StageSpec) -> None:
     """A letter this environment has no model for, or a misspelt recipe param, is an error
     naming it, never a silently ignored setting."""
-    letter = spec.param("model")
+    letter = spec.model_run.model
     if letter not in MODELS:
         raise SpecError(
             f"stage {spec.stage}: model {letter!r} is not a model of hm_paddle; valid: "
             f"{sorted(MODELS)}"
         )
-    known = {*TrainConfig.__dataclass_fields__, *TRAIN_STAGE_PARAMS, *MODEL_PARAMS}
+    known = {*ENGINE_PARAMS, *MODEL_PARAMS}
     unknown = sorted(set(spec.params) - known)
     if unknown:
         raise SpecError(
@@ -236,9 +240,8 @@ def check_params(spec: StageSpec) -> None:
 
 
 def _train_config(spec: StageSpec) -> TrainConfig:
-    fields = TrainConfig.__dataclass_fields__
-    values = {k: spec.params[k] for k in fields if k in spec.params}
-    return TrainConfig(**values)
+    values = {k: spec.params[k] for k in ENGINE_PARAMS if k in spec.params}
+    return TrainConfig(**values, seed=spec.model_run.seed)
 
 
 def _model_and_tokenizer(
@@ -312,14 +315,16 @@ def stage_device(spec: StageSpec) -> str:
 
 
 def train_stage(spec: StageSpec) -> None:
-    """Fit on params.fit, predict params.predict, write predictions/, weights, logs, metrics."""
+    """Fit on run.fit, predict run.predict, write predictions/, weights, logs, metrics."""
     out = spec.output_dir
     check_params(spec)
     device = stage_device(spec)
     cfg = _train_config(spec)
     seed_everything(cfg.seed)
-    fit_name, valid = spec.param("fit"), spec.params.get("valid")
-    predict_names = list(spec.param("predict"))
+    run = spec.model_run
+    if run.fit is None:
+        raise SpecError(f"stage {spec.stage}: a train stage's run needs a fit")
+    fit_name, valid, predict_names = run.fit, run.valid, list(run.predict)
     main = open_store(spec.path("features"))
     extra = open_store(spec.path("extra_features")) if "extra_features" in spec.inputs else None
     max_regions = int(spec.params.get("max_regions", 100))
@@ -386,7 +391,7 @@ def _fit_model(spec: StageSpec, feature_dim: int) -> tuple[ErnieVilForHatefulMem
 
 
 def predict_stage(spec: StageSpec) -> None:
-    """Score params.predict (input `prepared`: the new memes) with a finished fit (input `fit`);
+    """Score run.predict (input `prepared`: the new memes) with a finished fit (input `fit`);
     nothing is trained."""
     check_params(spec)
     device = stage_device(spec)
@@ -396,7 +401,7 @@ def predict_stage(spec: StageSpec) -> None:
     max_regions = int(spec.params.get("max_regions", 100))
     model, tokenizer = _fit_model(spec, main.feature_dim)
     max_len = text_limit(spec.params, model.ernie_vil.config)
-    for name in spec.param("predict"):
+    for name in spec.model_run.predict:
         data = MemeInputs(
             _split(spec, name), tokenizer, main, extra, max_len, max_regions, f"{name}.jsonl"
         )
@@ -406,6 +411,7 @@ def predict_stage(spec: StageSpec) -> None:
 
 
 __all__ = [
+    "ENGINE_PARAMS",
     "TrainConfig",
     "batch_order",
     "check_params",

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 from hm_shared.accepted import FILE_NAME, main, table_text
-from hm_shared.spec import TRAIN_STAGE_PARAMS
 from hm_torch.clip_embed import EmbedConfig
-from hm_torch.engine import TrainConfig
+from hm_torch.engine import ENGINE_PARAMS
 from hm_torch.models import MODELS
 from hm_torch.models.family import field_names
 
@@ -21,7 +20,7 @@ PUBLISHED = Path(__file__).with_name(FILE_NAME)
 
 
 def accepted_params() -> dict[str, dict[str, list[str]]]:
-    common = field_names(TrainConfig) | set(TRAIN_STAGE_PARAMS)
+    common = ENGINE_PARAMS
     return {
         "train": {m: sorted(common | e.params) for m, e in sorted(MODELS.items())},
         "pretrain": {m: sorted(common | e.params) for m, e in sorted(MODELS.items()) if e.pretrain},

@@ -52,7 +52,7 @@ import random
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,6 +134,10 @@ class TrainConfig:
                 "train params swa and early_stopping exclude each other: early stopping keeps "
                 "the best weights, SWA averages the last ones; set one of them to false/0"
             )
+
+
+# The recipe params of the engine: `TrainConfig`'s fields but the seed, which is the run's
+ENGINE_PARAMS = frozenset(f.name for f in fields(TrainConfig)) - {"seed"}
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -663,6 +667,7 @@ def _class_weights(labels: np.ndarray) -> Tensor:
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "ENGINE_PARAMS",
     "Batch",
     "ClassificationLoss",
     "Collate",

@@ -11,7 +11,6 @@ random one and the vocabulary is trained on the training texts.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
@@ -26,9 +25,9 @@ from torch import Tensor, nn
 from hm_shared.dataset import Meme, read_prepared_split
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.features import FeatureStore
-from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
+from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import native_metadata, save_native
-from hm_torch.engine import ModelKit, TrainConfig, Trainer, seed_everything
+from hm_torch.engine import ModelKit, Trainer, seed_everything
 from hm_torch.models.family import Builder, ModelEntry, Pretrainer, RegionFamily, field_names
 from hm_torch.models.layers import BertSettings
 from hm_torch.params import config_from_params
@@ -154,7 +153,7 @@ def _build(
         try:  # a size the model was never released at, or layer ids that do not fit
             config = _config(family, params, own, store, tokenizer.vocab_size)
         except ValueError as exc:
-            raise SpecError(f"stage {spec.stage}: model {spec.param('model')}: {exc}") from exc
+            raise SpecError(f"stage {spec.stage}: model {spec.model_run.model}: {exc}") from exc
     if tokenizer.vocab_size > config.vocab_size:
         raise HmDataError(
             f"vocabulary has {tokenizer.vocab_size} tokens, the model's table "
@@ -186,7 +185,7 @@ def _dataset_factory(
     try:
         position = family.position_for(own)
     except ValueError as exc:
-        raise SpecError(f"stage {spec.stage}: model {spec.param('model')}: {exc}") from exc
+        raise SpecError(f"stage {spec.stage}: model {spec.model_run.model}: {exc}") from exc
     source = str(spec.path("features"))
 
     def dataset(memes: Sequence[Meme]) -> RegionDataset:
@@ -238,30 +237,18 @@ class PretrainingLoss:
 
 def _pretrainer(family: RegionFamily) -> Pretrainer:
     def pretrain(spec: StageSpec) -> None:
-        from hm_torch.train import stage_device
+        from hm_torch.train import split_params, stage_device
 
-        engine_names = {f.name for f in dataclasses.fields(TrainConfig)}
-        engine = {k: v for k, v in spec.params.items() if k in engine_names}
-        model_params = {
-            k: v
-            for k, v in spec.params.items()
-            if k not in engine_names and k not in TRAIN_STAGE_PARAMS
+        # upstream pre-training: 5 % warm-up, cosine, clip 1, drop_last
+        defaults = {
+            "warmup": 0.05,
+            "schedule": "cosine",
+            "clip": 1.0,
+            "drop_last": True,
+            "batch_size": 16,
         }
-        where = f"stage {spec.stage}"
-        own, params = _split_family_params(family, model_params, where)
-        try:  # upstream pre-training: 5 % warm-up, cosine, clip 1, drop_last
-            config = TrainConfig(
-                **{
-                    "warmup": 0.05,
-                    "schedule": "cosine",
-                    "clip": 1.0,
-                    "drop_last": True,
-                    "batch_size": 16,
-                    **engine,
-                }
-            )
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{where}: bad train params: {exc}") from exc
+        config, model_params = split_params(spec, defaults)
+        own, params = _split_family_params(family, model_params, f"stage {spec.stage}")
         memes = read_prepared_split(spec.path("prepared"), "pretrain")
         device = stage_device(spec)
         seed_everything(config.seed, device)  # the heads' random init depends on it

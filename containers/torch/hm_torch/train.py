@@ -1,8 +1,8 @@
-"""The train and pretrain stages (docs/architecture.md §2.2): params → model kit → engine →
+"""The train and pretrain stages (docs/architecture.md §2.2): run + params → model kit → engine →
 predictions, weights, metrics.
 
 Output directory (the attempt dir, `spec.output_dir`):
-    predictions/<split>.csv   id,proba,label for every split in params.predict
+    predictions/<split>.csv   id,proba,label for every split in run.predict
     model.safetensors         final weights
     log.jsonl                 training log (hm_torch.engine)
     metrics.json              AUROC/accuracy/loss of every labelled predicted split and of valid
@@ -11,7 +11,8 @@ Output directory (the attempt dir, `spec.output_dir`):
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from hm_shared.dataset import read_prepared_split
 from hm_shared.errors import HmDataError, SpecError
 from hm_shared.fit_outputs import split_metrics, write_split_predictions
 from hm_shared.io import atomic_write_json
-from hm_shared.spec import TRAIN_STAGE_PARAMS, StageSpec
+from hm_shared.spec import StageSpec
 from hm_torch.engine import (
+    ENGINE_PARAMS,
     ModelKit,
     TrainConfig,
     Trainer,
@@ -39,17 +41,15 @@ from hm_torch.models.family import ModelEntry
 FITS = ("train", "traindev")
 
 
-def split_params(spec: StageSpec) -> tuple[TrainConfig, dict[str, Any]]:
-    """Engine settings (`TrainConfig` fields; seed from the stage) and the model's own params."""
-    engine_names = {f.name for f in fields(TrainConfig)} - {"seed"}
-    engine = {k: v for k, v in spec.params.items() if k in engine_names}
-    model = {
-        k: v
-        for k, v in spec.params.items()
-        if k not in engine_names and k not in TRAIN_STAGE_PARAMS
-    }
+def split_params(
+    spec: StageSpec, defaults: Mapping[str, Any] | None = None
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """The engine settings (`defaults` under the recipe's; the seed from the run) and the
+    model's own params."""
+    engine = {k: v for k, v in spec.params.items() if k in ENGINE_PARAMS}
+    model = {k: v for k, v in spec.params.items() if k not in ENGINE_PARAMS}
     try:
-        config = TrainConfig(**engine, seed=int(spec.param("seed")))
+        config = TrainConfig(**{**(defaults or {}), **engine}, seed=spec.model_run.seed)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"stage {spec.stage}: bad train params: {exc}") from exc
     return config, model
@@ -89,7 +89,7 @@ def device_name(device: torch.device) -> str:
 
 
 def _entry(spec: StageSpec) -> ModelEntry:
-    letter = spec.param("model")
+    letter = spec.model_run.model
     if letter not in MODELS:
         raise SpecError(
             f"stage {spec.stage}: model {letter!r} is not a model of hm_torch; valid: "
@@ -100,11 +100,10 @@ def _entry(spec: StageSpec) -> ModelEntry:
 
 def train_stage(spec: StageSpec) -> None:
     build = _entry(spec).build
-    fit = spec.param("fit")
-    if fit not in FITS:
-        raise SpecError(f"stage {spec.stage}: param fit is {fit!r}, expected one of {FITS}")
-    predict = list(spec.param("predict"))
-    valid_split = spec.param("valid")
+    run = spec.model_run
+    if run.fit is None:
+        raise SpecError(f"stage {spec.stage}: a train stage's run needs a fit, one of {FITS}")
+    fit, predict, valid_split = run.fit, list(run.predict), run.valid
     config, model_params = split_params(spec)
     config = epochs_of_train_fit(spec, config)
     device = stage_device(spec)
@@ -119,7 +118,7 @@ def train_stage(spec: StageSpec) -> None:
     save_weights(final, spec.output_dir / "model.safetensors")
 
     metrics: dict[str, Any] = {
-        "model": spec.param("model"),
+        "model": run.model,
         "fit": fit,
         "valid": valid_split,
         "device": device_name(device),
@@ -186,7 +185,7 @@ def load_fit_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def predict_stage(spec: StageSpec) -> None:
-    """Score params.predict (input `prepared`: the new memes) with a finished fit (input `fit`).
+    """Score run.predict (input `prepared`: the new memes) with a finished fit (input `fit`).
 
     The model is built as its train stage built it, from the same params and the same training
     memes (input `run_prepared`), so it has the same tokenizer or fastText vectors; then it
@@ -195,13 +194,16 @@ def predict_stage(spec: StageSpec) -> None:
     build = _entry(spec).build
     config, model_params = split_params(spec)
     device = stage_device(spec)
-    train_memes = read_prepared_split(spec.path("run_prepared"), spec.param("fit"))
+    run = spec.model_run
+    if run.fit is None:
+        raise SpecError(f"stage {spec.stage}: a predict stage's run names the fit it scores with")
+    train_memes = read_prepared_split(spec.path("run_prepared"), run.fit)
     seed_everything(config.seed, device)
     kit = build(spec, model_params, train_memes)
     load_fit_weights(kit.model, spec.path("fit") / "model.safetensors")
     model = kit.model.to(device)
-    metrics = predict_splits(spec, kit, model, config, device, list(spec.param("predict")))
-    metrics |= {"model": spec.param("model"), "device": device_name(device)}
+    metrics = predict_splits(spec, kit, model, config, device, list(run.predict))
+    metrics |= {"model": run.model, "device": device_name(device)}
     atomic_write_json(spec.output_dir / "metrics.json", metrics)
 
 
@@ -210,7 +212,7 @@ def pretrain_stage(spec: StageSpec) -> None:
     if pretrain is None:
         with_one = sorted(letter for letter, entry in MODELS.items() if entry.pretrain)
         raise SpecError(
-            f"stage {spec.stage}: model {spec.param('model')!r} has no task pre-training in "
+            f"stage {spec.stage}: model {spec.model_run.model!r} has no task pre-training in "
             f"hm_torch; the models that have one: {with_one}"
         )
     pretrain(spec)

@@ -18,6 +18,7 @@ from hm_shared.io import atomic_write_json, sha256_file
 from orchestrator.cache import lock_file
 from orchestrator.datadir import DataDir
 from orchestrator.errors import EnvBuildError
+from orchestrator.images import wheelhouse_ready
 from orchestrator.runtimes import EnvInfo, Runtime, Say
 
 MARKER = "hm-env.json"
@@ -65,8 +66,8 @@ class LocalRuntime(Runtime):
         build_log = venv.with_name(f"{env}.build.log")
         venv.parent.mkdir(parents=True, exist_ok=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        wheelhouse = self.config.repo / ".wheelhouse"
-        find_links = ["--find-links", str(wheelhouse)] if wheelhouse.is_dir() else []
+        wheelhouse = wheelhouse_ready(self.config.repo)  # the images' wheels, when complete
+        find_links = ["--find-links", str(wheelhouse)] if wheelhouse else []
         editable = []
         for package in self.packages(env):
             editable += ["-e", str(self.config.repo / package)]

@@ -24,13 +24,16 @@ def test_every_shipped_recipe_passes(profile: str) -> None:
     check_params(stages, REPO, DEFAULT_RECIPES)
 
 
-def _with_param(tmp_path: Path, letter: str, where: tuple[str, ...]) -> Path:
-    """The shipped recipes with `learning_rate` (a misspelt `lr`) added to one smoke table."""
+def _with_param(
+    tmp_path: Path, letter: str, where: tuple[str, ...], name: str = "learning_rate"
+) -> Path:
+    """The shipped recipes with `name` (default `learning_rate`, a misspelt `lr`) added to one
+    smoke table."""
     full = tomllib.loads(DEFAULT_RECIPES.read_text())
     table = full["models"][letter]
     for key in where:
         table = table[key]
-    table["learning_rate"] = 1e-5
+    table[name] = 1e-5
     path = tmp_path / "recipes.toml"
     path.write_text(dump_toml(full))
     return path
@@ -64,3 +67,12 @@ def test_an_environment_without_a_table_is_not_checked(tmp_path: Path) -> None:
     table.write_text(json.dumps({"train": {"U": ["lr"]}}))
     with pytest.raises(RecipeError, match="model B has no train stage in the torch environment"):
         check_params(stages, tmp_path, DEFAULT_RECIPES)
+
+
+@pytest.mark.parametrize("letter", ["U", "ES"])
+def test_the_run_is_not_a_param(tmp_path: Path, letter: str) -> None:
+    """The seed is the run row's (`[[models.X.runs]] seed`): a `seed` param is refused."""
+    path = _with_param(tmp_path, letter, ("smoke",), "seed")
+    stages = build_stages(load_recipes(path), (letter,), "smoke")
+    with pytest.raises(RecipeError, match=r"gives train param\(s\) \['seed'\]"):
+        check_params(stages, REPO, path)

@@ -33,7 +33,7 @@ def test_every_traindev_fit_gets_one_predict_stage_over_copied_extract_and_embed
     run_ids = {s.id for s in run}
     extracts = sorted(s.id.removeprefix(p + "/") for s in stages if s.kind in ("extract", "embed"))
     assert extracts == sorted(s.id for s in run if s.kind in ("extract", "embed"))
-    fits = sorted(s.id for s in run if s.kind == "train" and s.params["fit"] == "traindev")
+    fits = sorted(s.id for s in run if s.kind == "train" and s.run.fit == "traindev")
     predicts = sorted(s.id for s in stages if s.kind == "predict")
     assert len(predicts) == len(fits) and all(s.startswith(f"{p}/run/") for s in predicts)
     assert {s.output.split("/")[2] for s in stages} == {source.tag}  # all under work/predict/<tag>
@@ -58,7 +58,8 @@ def test_every_traindev_fit_gets_one_predict_stage_over_copied_extract_and_embed
     fit = by_id["train/U/U36/traindev"]
     u = by_id[f"{p}/run/U/U36"]
     assert (u.kind, u.env) == ("predict", fit.env)
-    assert u.params == {**fit.params, "predict": ["predict"], "valid": None}
+    assert u.params == fit.params
+    assert u.run == fit.run.model_copy(update={"predict": ("predict",), "valid": None})
     assert u.inputs["features"].path == f"{base}/features/attr/vgattr3636"
     assert u.inputs["features"].producer == f"{p}/extract/attr"
     assert (u.inputs["fit"].path, u.inputs["fit"].producer) == (fit.output, fit.id)
@@ -87,7 +88,7 @@ def test_every_traindev_fit_gets_one_predict_stage_over_copied_extract_and_embed
     assert scores.inputs["reference:U"].producer == "average/U"
     assert scores.inputs["model:U"].producer == f"{p}/average/U"
     assert set(by_id[f"{p}/average/U"].inputs) == {
-        f"run:{s.params['run']}:predict" for s in stages if s.id.startswith(f"{p}/run/U/")
+        f"run:{s.run.run}:predict" for s in stages if s.id.startswith(f"{p}/run/U/")
     }
 
 

@@ -1,7 +1,7 @@
 from graphlib import TopologicalSorter
 from pathlib import Path
 
-from hm_shared.spec import TRAIN_STAGE_PARAMS
+from hm_shared.spec import RunSpec
 from orchestrator.recipes import DEFAULT_RECIPES, load_recipes
 from orchestrator.stages import build_stages, required_weights
 
@@ -22,10 +22,12 @@ def test_graph_shares_extract_between_models(tiny_recipes: Path) -> None:
     )
     assert by_id["train/O/O50/traindev"].deps == ["extract/attr", "prepare", "pretrain/O/O50"]
     assert by_id["train/O/O50/traindev"].inputs["features"].path == "work/features/attr/vgattr5050"
-    pretrain = by_id["pretrain/O/O50"].params
-    assert (pretrain["seed"], pretrain["features"], pretrain["epochs"]) == (50, "vgattr5050", 1)
-    assert by_id["train/O/O50/train"].params["valid"] == "dev_seen"
-    assert by_id["train/O/O50/traindev"].params["valid"] is None  # dev_seen is in traindev
+    pretrain = by_id["pretrain/O/O50"]
+    assert pretrain.run == RunSpec(model="O", run="O50", seed=50, features="vgattr5050")
+    assert pretrain.params["epochs"] == 1
+    assert by_id["train/O/O50/train"].run.valid == "dev_seen"
+    assert by_id["train/O/O50/traindev"].run.valid is None  # dev_seen is in traindev
+    assert by_id["prepare"].run is None and by_id["average/U"].run is None
     assert by_id["prepare"].params == {"topk": 20}
     assert set(by_id["average/U"].inputs) == {
         "run:U36:train",
@@ -33,7 +35,9 @@ def test_graph_shares_extract_between_models(tiny_recipes: Path) -> None:
         "run:U50:train",
         "run:U50:traindev",
     }
-    assert set(by_id["report"].inputs) == {"prepared", "ensemble", "model:U", "model:O"}
+    report = by_id["report"].inputs
+    assert set(report) == {"prepared", "ensemble", "model:U", "model:O", "timings"}
+    assert report["timings"].run_facts and "timings" not in by_id["report"].keyed_inputs
 
 
 def test_extract_stage_contract(tiny_recipes: Path) -> None:
@@ -95,10 +99,17 @@ def test_train_params_merge_by_profile(tiny_recipes: Path) -> None:
     full = {s.id: s for s in build_stages(recipes, ("U",), "full")}
     assert smoke["train/U/U36/train"].params["epochs"] == 1
     assert full["train/U/U36/train"].params["epochs"] == 5
-    run50 = full["train/U/U50/traindev"].params
-    assert run50["lr"] == 2e-5  # per-run override wins
-    assert run50["predict"] == ["test_seen", "test_unseen"] and run50["fit"] == "traindev"
-    assert run50["features"] == "vgattr5050" and run50["seed"] == 50
+    run50 = full["train/U/U50/traindev"]
+    assert run50.params["lr"] == 2e-5  # per-run override wins
+    assert run50.run == RunSpec(
+        model="U",
+        run="U50",
+        seed=50,
+        fit="traindev",
+        predict=("test_seen", "test_unseen"),
+        valid=None,
+        features="vgattr5050",
+    )
     assert "weights" in full["train/U/U36/train"].inputs
     assert "weights" not in smoke["train/U/U36/train"].inputs  # smoke never reads weights
 
@@ -113,28 +124,30 @@ def test_traindev_fit_has_no_validation_split_and_no_early_stopping() -> None:
     from orchestrator.recipes import DEFAULT_RECIPES
 
     stages = {s.id: s for s in build_stages(load_recipes(DEFAULT_RECIPES), ("B",), "full")}
-    train, traindev = stages["train/B/B42/train"].params, stages["train/B/B42/traindev"].params
-    assert (train["valid"], train["early_stopping"]) == ("dev_seen", 3)
-    assert (traindev["valid"], traindev["early_stopping"]) == (None, 0)
+    train, traindev = stages["train/B/B42/train"], stages["train/B/B42/traindev"]
+    assert (train.run.valid, train.params["early_stopping"]) == ("dev_seen", 3)
+    assert (traindev.run.valid, traindev.params["early_stopping"]) == (None, 0)
 
 
-def test_train_and_pretrain_stages_add_only_the_shared_stage_params() -> None:
-    # hm_torch and hm_paddle tell the model's own params from these (hm_shared.spec): any other
-    # key the orchestrator adds would reach a model as an unknown param
+def test_train_and_pretrain_stages_pass_the_recipe_params_alone() -> None:
+    # the run (model, seed, fit, splits, variants) is the spec's `run`: any key the orchestrator
+    # added to the params would reach a model as an unknown param
     recipes = load_recipes(DEFAULT_RECIPES)
     for profile in ("smoke", "full"):
         for stage in build_stages(recipes, tuple(recipes.models), profile, topk=None):
             if stage.kind not in ("train", "pretrain"):
+                assert stage.run is None, stage.id
                 continue
-            model = recipes.models[stage.params["model"]]
-            (run,) = [r for r in model.runs if r.name == stage.params["run"]]
+            assert stage.run is not None
+            model = recipes.models[stage.run.model]
+            (run,) = [r for r in model.runs if r.name == stage.run.run]
+            assert (stage.run.seed, stage.run.features) == (run.seed, run.features)
             if stage.kind == "pretrain":
                 assert model.pretrain is not None
                 own = {**model.pretrain.params, **model.pretrain.smoke}
             else:
                 own = {**model.params, **model.smoke, **run.params}
-            added = set(stage.params) - set(own)
-            assert added <= set(TRAIN_STAGE_PARAMS), (stage.id, sorted(added))
+            assert set(stage.params) <= set(own), (stage.id, sorted(set(stage.params) - set(own)))
 
 
 def test_c_reads_one_embed_stage_and_no_region_features() -> None:

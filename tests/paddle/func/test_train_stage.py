@@ -57,7 +57,7 @@ def _spec(root: Path, name: str, fit: str, predict: list[str], **params: Any) ->
             "features": "work/features/vgattr3636",
             "extra_features": "work/features/vgattr10100",
         },
-        params={
+        run={
             "model": "ES",
             "run": name,
             "seed": 36,
@@ -66,6 +66,8 @@ def _spec(root: Path, name: str, fit: str, predict: list[str], **params: Any) ->
             "valid": "dev_seen",
             "features": "vgattr3636",
             "extra_features": "vgattr10100",
+        },
+        params={
             "size": "tiny",
             "smoke_vocab_size": 100,
             "lr": 1e-3,

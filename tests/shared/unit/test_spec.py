@@ -27,7 +27,14 @@ def test_a_written_spec_loads_equal(tmp_path: Path, make_spec: Callable[..., Sta
         "train/ES/ES36/traindev",
         tmp_path,
         inputs={"prepared": "work/prepared", "features": "work/features/vgattr3636"},
-        params={"model": "ES", "seed": 36, "predict": ["test_unseen"], "lr": 1e-5},
+        params={"lr": 1e-5},
+        run={
+            "model": "ES",
+            "run": "ES36",
+            "seed": 36,
+            "fit": "traindev",
+            "predict": ["test_unseen"],
+        },
         profile="full",
         device="cuda",
     )
@@ -35,7 +42,8 @@ def test_a_written_spec_loads_equal(tmp_path: Path, make_spec: Callable[..., Sta
     loaded = load_spec(tmp_path / "spec.json")
     assert loaded == spec and loaded.env == "paddle" and loaded.kind == "train"
     assert loaded.path("features") == tmp_path / "work/features/vgattr3636"
-    assert loaded.param("predict") == ["test_unseen"]
+    assert loaded.param("lr") == 1e-5
+    assert loaded.model_run.predict == ("test_unseen",) and loaded.model_run.valid is None
 
 
 def test_a_missing_file_or_bad_json_names_the_file(tmp_path: Path) -> None:
@@ -64,6 +72,9 @@ def test_another_format_version_is_refused(
         ({"profile": "medium"}, "profile"),
         ({"params_extra": {}}, "params_extra"),  # a field this code does not know
         ({"inputs": {"prepared": 3}}, "inputs.prepared"),
+        ({"run": {"model": "U", "run": "U36", "seed": 36, "fit": "dev"}}, "run.fit"),
+        ({"run": {"model": "U", "run": "U36"}}, "run.seed"),
+        ({"run": {"model": "U", "run": "U36", "seed": 36, "lr": 1}}, "run.lr"),  # a param
     ],
 )
 def test_an_invalid_field_is_named(
@@ -81,5 +92,7 @@ def test_an_input_or_param_the_spec_lacks_is_named(
     spec = load_spec(_written(tmp_path, make_spec))
     with pytest.raises(SpecError, match=r"spec has no input 'features'; it has \['prepared'\]"):
         spec.path("features")
-    with pytest.raises(SpecError, match=r"stage train/U/U36/train: spec has no param 'seed'"):
-        spec.param("seed")
+    with pytest.raises(SpecError, match=r"stage train/U/U36/train: spec has no param 'lr'"):
+        spec.param("lr")
+    with pytest.raises(SpecError, match=r"train/U/U36/train: a train stage's spec needs `run`"):
+        assert spec.model_run

@@ -12,13 +12,15 @@ from spec_helpers import make_spec
 from hm_torch.train import train_stage
 
 MARGIN = 0.1
-PARAMS = {
+RUN = {
     "model": "B",
     "run": "B0",
     "seed": 0,
     "fit": "train",
     "predict": ["dev_seen"],
     "valid": "dev_seen",
+}
+PARAMS = {
     "backbone": "small_cnn",
     "small_cnn_width": 8,
     "image_size": 32,
@@ -45,6 +47,7 @@ def _dev_auroc(root: Path, modalities: str) -> float:
         env="torch",
         output=f"work/runs/{modalities}",
         inputs={"prepared": "work/prepared", "hm": "hm"},
+        run=RUN,
         params={**PARAMS, "modalities": modalities},
     )
     train_stage(spec)

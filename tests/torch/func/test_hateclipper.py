@@ -29,13 +29,15 @@ from hm_shared.synthetic import ATTACK, BENIGN, CATEGORIES, plan
 from hm_torch.clip_embed import COLUMNS, STORE_FILE, EmbeddingStore, write_store
 from hm_torch.train import train_stage
 
-PARAMS = {
+RUN = {
     "model": "C",
     "run": "C0",
     "seed": 0,
     "fit": "train",
     "predict": ["dev_seen"],
     "valid": "dev_seen",
+}
+PARAMS = {
     "map_dim": 32,
     "num_pre_output_layers": 1,
     "lr": 3e-3,
@@ -80,6 +82,7 @@ def _dev_auroc(root: Path, modalities: str, fusion: str = "align") -> float:
         env="torch",
         output=f"work/runs/C-{modalities}-{fusion}",
         inputs={"prepared": "work/prepared", "embeddings": "work/embeddings/cues"},
+        run=RUN,
         params={**PARAMS, "modalities": modalities, "fusion": fusion},
     )
     train_stage(spec)

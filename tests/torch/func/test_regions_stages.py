@@ -73,11 +73,21 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(
-    root: Path, kind: str, name: str, inputs: dict[str, str], params: dict[str, Any]
+    root: Path, kind: str, name: str, inputs: dict[str, str], params: dict[str, Any], letter: str
 ) -> subprocess.CompletedProcess[str]:
+    """Run `kind` of model `letter` as run "<letter>1" (seed 1) on the vgattr5050 store; a
+    train stage fits `train`, validates on dev_seen and predicts dev_seen and test_seen."""
     output = f"work/.attempts/{name}"
+    run: dict[str, Any] = {
+        "model": letter,
+        "run": f"{letter}1",
+        "seed": 1,
+        "features": "vgattr5050",
+    }
+    if kind == "train":
+        run |= {"fit": "train", "predict": ["dev_seen", "test_seen"], "valid": "dev_seen"}
     spec = make_spec(
-        name, root, kind=kind, env="torch", output=output, inputs=inputs, params=params
+        name, root, kind=kind, env="torch", output=output, inputs=inputs, params=params, run=run
     )
     spec_path = root / f"{name}.json"
     spec.write(spec_path)
@@ -94,24 +104,14 @@ def _run(
 TRAIN_INPUTS = {"prepared": "work/prepared", "features": "work/features/vgattr5050"}
 
 
-def _train_params(letter: str, **extra: Any) -> dict[str, Any]:
-    return {
-        **SMOKE,
-        "model": letter,
-        "run": f"{letter}1",
-        "seed": 1,
-        "fit": "train",
-        "predict": ["dev_seen", "test_seen"],
-        "valid": "dev_seen",
-        "features": "vgattr5050",
-        **extra,
-    }
+def _train_params(**extra: Any) -> dict[str, Any]:
+    return {**SMOKE, **extra}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("letter", ["U", "O", "V", "X", "D"])
 def test_train_stage_writes_predictions(data_root: Path, letter: str) -> None:
-    result = _run(data_root, "train", f"train-{letter}", TRAIN_INPUTS, _train_params(letter))
+    result = _run(data_root, "train", f"train-{letter}", TRAIN_INPUTS, _train_params(), letter)
     assert result.returncode == 0, result.stderr
     out = data_root / "work" / ".attempts" / f"train-{letter}"
     with open(out / "predictions" / "test_seen.csv", newline="") as handle:
@@ -124,14 +124,8 @@ def test_train_stage_writes_predictions(data_root: Path, letter: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("letter", ["O", "V", "X"])
 def test_pretrain_output_feeds_fine_tuning(data_root: Path, letter: str) -> None:
-    params = {
-        **SMOKE,
-        "model": letter,
-        "features": "vgattr5050",
-        "itm": letter == "O",
-        "object_tags": letter == "O",
-    }
-    result = _run(data_root, "pretrain", f"pretrain-{letter}", TRAIN_INPUTS, params)
+    params = {**SMOKE, "itm": letter == "O", "object_tags": letter == "O"}
+    result = _run(data_root, "pretrain", f"pretrain-{letter}", TRAIN_INPUTS, params, letter)
     assert result.returncode == 0, result.stderr
     pre = data_root / "work" / ".attempts" / f"pretrain-{letter}"
     meta = native_metadata(pre / "model.safetensors")
@@ -140,20 +134,21 @@ def test_pretrain_output_feeds_fine_tuning(data_root: Path, letter: str) -> None
 
     inputs = {**TRAIN_INPUTS, "pretrained": f"work/.attempts/pretrain-{letter}"}
     tags = {"object_tags": True} if letter == "O" else {}
-    result = _run(data_root, "train", f"train-{letter}-pre", inputs, _train_params(letter, **tags))
+    params = _train_params(**tags)
+    result = _run(data_root, "train", f"train-{letter}-pre", inputs, params, letter)
     assert result.returncode == 0, result.stderr
     assert (data_root / "work" / ".attempts" / f"train-{letter}-pre" / "metrics.json").is_file()
 
 
 def test_full_profile_without_weights_is_a_data_error(data_root: Path) -> None:
-    params = _train_params("U", size="large", checkpoint="uniter-large.pt", vocab="vocab.txt")
-    result = _run(data_root, "train", "train-U-full", TRAIN_INPUTS, params)
+    params = _train_params(size="large", checkpoint="uniter-large.pt", vocab="vocab.txt")
+    result = _run(data_root, "train", "train-U-full", TRAIN_INPUTS, params, "U")
     assert result.returncode == 3
     assert "vocab.txt" in result.stderr and "'weights'" in result.stderr
 
 
 def test_unknown_model_param_is_named(data_root: Path) -> None:
-    result = _run(data_root, "train", "train-U-bad", TRAIN_INPUTS, _train_params("U", box=3))
+    result = _run(data_root, "train", "train-U-bad", TRAIN_INPUTS, _train_params(box=3), "U")
     assert result.returncode == 2 and "unknown model param(s) ['box']" in result.stderr
 
 
@@ -188,8 +183,6 @@ def test_x_pretrain_starts_from_a_released_lxmert_file(data_root: Path) -> None:
     torch.save(state, weights / "lxr" / "Epoch18_LXRT.pth")
     params = {
         **SMOKE,
-        "model": "X",
-        "features": "vgattr5050",
         "checkpoint": "lxr/Epoch18_LXRT.pth",
         "vocab": "vocab.txt",
         "l_layers": 3,
@@ -198,7 +191,7 @@ def test_x_pretrain_starts_from_a_released_lxmert_file(data_root: Path) -> None:
         "itm": False,
     }
     inputs = {**TRAIN_INPUTS, "weights": "weights"}
-    result = _run(data_root, "pretrain", "pretrain-X-released", inputs, params)
+    result = _run(data_root, "pretrain", "pretrain-X-released", inputs, params, "X")
     assert result.returncode == 0, result.stderr
     log = " ".join(result.stderr.split())
     backbone = sum(k.startswith("module.bert.") for k in state)
@@ -210,16 +203,16 @@ def test_x_pretrain_starts_from_a_released_lxmert_file(data_root: Path) -> None:
     assert (out / "vocab.txt").read_text() == (weights / "vocab.txt").read_text()
 
     bad = {**params, "l_layers": 2}  # the file has 3 language layers: named, not skipped
-    result = _run(data_root, "pretrain", "pretrain-X-bad", inputs, bad)
+    result = _run(data_root, "pretrain", "pretrain-X-bad", inputs, bad, "X")
     assert result.returncode == 3
     assert "bert.encoder.layer.2." in result.stderr and "unexpected" in result.stderr
 
 
 def test_a_size_the_model_was_not_released_at_is_a_spec_error(data_root: Path) -> None:
-    params = _train_params("X", size="large")
-    result = _run(data_root, "train", "train-X-large", TRAIN_INPUTS, params)
+    params = _train_params(size="large")
+    result = _run(data_root, "train", "train-X-large", TRAIN_INPUTS, params, "X")
     assert result.returncode == 2
     assert "model X: LXMERT was released at BERT-base width only" in result.stderr
-    result = _run(data_root, "train", "train-D-bad", TRAIN_INPUTS, _train_params("D", box=1))
+    result = _run(data_root, "train", "train-D-bad", TRAIN_INPUTS, _train_params(box=1), "D")
     assert result.returncode == 2 and "unknown model param(s) ['box']" in result.stderr
     assert "global_token" in result.stderr  # D's own params are listed among the valid ones

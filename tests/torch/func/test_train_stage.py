@@ -46,6 +46,7 @@ def _spec(
     params: dict[str, Any],
     inputs: dict[str, str] | None = None,
     profile: str = "smoke",
+    run: dict[str, Any] | None = None,
 ) -> Path:
     stage = make_spec(
         f"train/B/{name}/train",
@@ -55,15 +56,15 @@ def _spec(
         output=f"work/.attempts/{name}",
         profile=profile,
         inputs=inputs if inputs is not None else {"prepared": "work/prepared", "hm": "hm"},
-        params={
+        params=params,
+        run={
             "model": "B",
             "run": "B42",
             "seed": 42,
             "fit": "train",
             "predict": ["dev_seen", "test_seen"],
             "valid": "dev_seen",
-            "features": None,
-            **params,
+            **(run or {}),
         },
     )
     path = root / "specs" / f"{name}.json"
@@ -148,18 +149,31 @@ def test_killed_stage_resumes_to_the_same_weights(tiny_data: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "params", "code", "message"),
+    ("name", "params", "run", "code", "message"),
     [
-        ("letter", {"model": "Q"}, 2, "model 'Q' is not a model of hm_torch; valid: ['B'"),
-        ("param", {"fusion_size": 3}, 2, "unknown model B param(s) ['fusion_size']"),
-        ("fit", {"fit": "dev"}, 2, "param fit is 'dev', expected one of ('train', 'traindev')"),
-        ("split", {"predict": ["dev_nope"]}, 3, "dev_nope.jsonl: prepared split 'dev_nope'"),
+        ("letter", {}, {"model": "Q"}, 2, "model 'Q' is not a model of hm_torch; valid: ['B'"),
+        ("param", {"fusion_size": 3}, {}, 2, "unknown model B param(s) ['fusion_size']"),
+        ("seed", {"seed": 3}, {}, 2, "unknown model B param(s) ['seed']"),  # the run's
+        ("fit", {}, {"fit": "dev"}, 2, "run.fit\n  Input should be 'train' or 'traindev'"),
+        ("split", {}, {"predict": ["dev_nope"]}, 3, "dev_nope.jsonl: prepared split 'dev_nope'"),
     ],
 )
 def test_bad_spec_exits_with_its_code(
-    tiny_data: Path, name: str, params: dict[str, Any], code: int, message: str
+    tiny_data: Path,
+    name: str,
+    params: dict[str, Any],
+    run: dict[str, Any],
+    code: int,
+    message: str,
 ) -> None:
-    result = _run(_spec(tiny_data, f"bad-{name}", {**SMOKE, "epochs": 1, **params}))
+    params = {**SMOKE, "epochs": 1, **params}
+    spec = tiny_data / "specs" / f"bad-{name}.json"
+    if name == "fit":  # a spec the orchestrator cannot write: edit a good one
+        raw = json.loads(_spec(tiny_data, f"bad-{name}", params).read_text())
+        spec.write_text(json.dumps(raw | {"run": raw["run"] | run}))
+    else:
+        spec = _spec(tiny_data, f"bad-{name}", params, run=run)
+    result = _run(spec)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
 
@@ -196,16 +210,8 @@ def _predict_spec(root: Path, name: str, fit: str) -> Path:
             "hm": "hm",
             "fit": fit,
         },
-        params={
-            "model": "B",
-            "run": "B42",
-            "seed": 42,
-            "fit": "train",
-            "predict": ["test_seen"],
-            "valid": None,
-            "features": None,
-            **SMOKE,
-        },
+        params=SMOKE,
+        run={"model": "B", "run": "B42", "seed": 42, "fit": "train", "predict": ["test_seen"]},
     )
     path = root / "specs" / f"{name}.json"
     stage.write(path)

@@ -13,7 +13,7 @@ The full profile starts the ResNet from torchvision's ImageNet weights
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from hm_shared.errors import MissingWeightsError
 from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import CheckpointFormat, load_checkpoint
 from hm_torch.data import ImageLoader, MemeDataset
-from hm_torch.engine import CHECKPOINT_DIR, ModelKit, TrainConfig
+from hm_torch.engine import CHECKPOINT_DIR, ENGINE_PARAMS, ModelKit
 from hm_torch.models.family import ModelEntry, field_names
 from hm_torch.params import config_from_params
 from hm_torch.text_fasttext import load_vectors, save_vectors, train_sentence_vectors
@@ -57,7 +57,7 @@ class BaselineConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str) -> BaselineConfig:
-        engine = sorted(f.name for f in fields(TrainConfig))
+        engine = sorted(ENGINE_PARAMS)
         return config_from_params(cls, params, where, "model B", note=f"; engine params: {engine}")
 
 
@@ -184,13 +184,13 @@ def stage_text_vectors(
         return load_vectors(cache)
     model = train_sentence_vectors(
         [m.text for m in train],
-        seed=int(spec.param("seed")),
+        seed=spec.model_run.seed,
         dim=config.text_dim,
         epoch=config.fasttext_epoch,
         min_count=config.fasttext_min_count,
         bucket=config.fasttext_bucket,
     )
-    splits = [s for s in (spec.param("valid"), *spec.param("predict")) if s]
+    splits = [s for s in (spec.model_run.valid, *spec.model_run.predict) if s]
     prepared = spec.path("prepared")
     memes = [*train, *(m for split in splits for m in read_prepared_split(prepared, split))]
     vectors = {m.text: model(m.text) for m in memes}

@@ -35,8 +35,8 @@ Pretrainer = Callable[["StageSpec"], None]
 @dataclass(frozen=True)
 class ModelEntry:
     """One model letter's stages. `params` are the recipe params its builder reads besides the
-    engine's (`TrainConfig`) and the stage's (`hm_shared.spec.TRAIN_STAGE_PARAMS`); they are
-    published for the orchestrator's plan-time check (`hm_torch.accepted`)."""
+    engine's (`hm_torch.engine.ENGINE_PARAMS`); they are published for the orchestrator's
+    plan-time check (`hm_torch.accepted`). The run (seed, fit, splits) is the spec's `run`."""
 
     build: Builder
     params: frozenset[str]

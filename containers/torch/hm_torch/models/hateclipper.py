@@ -19,7 +19,7 @@ ablations of the learning test.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +31,7 @@ from torch.utils.data import Dataset, default_collate
 from hm_shared.dataset import Meme
 from hm_shared.spec import StageSpec
 from hm_torch.clip_embed import EmbeddingStore
-from hm_torch.engine import ModelKit, TrainConfig
+from hm_torch.engine import ENGINE_PARAMS, ModelKit
 from hm_torch.models.family import ModelEntry, field_names
 from hm_torch.params import config_from_params
 
@@ -52,7 +52,7 @@ class HateClipperConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], where: str) -> HateClipperConfig:
-        engine = sorted(f.name for f in fields(TrainConfig))
+        engine = sorted(ENGINE_PARAMS)
         return config_from_params(cls, params, where, "model C", note=f"; engine params: {engine}")
 
 

@@ -87,7 +87,7 @@ def test_renamed_key_fails_naming_it(
 
 
 def _spec(tmp_path: Path, inputs: dict[str, str]) -> StageSpec:
-    return make_spec("train/B/B42/train", tmp_path, output="out", inputs=inputs, params={"seed": 1})
+    return make_spec("train/B/B42/train", tmp_path, output="out", inputs=inputs)
 
 
 def test_missing_weights_name_file_and_url(tmp_path: Path) -> None:

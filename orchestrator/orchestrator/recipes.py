@@ -119,6 +119,7 @@ class Run(BaseModel):
     features: str | None = None
     extra_features: str | None = None
     params: dict[str, Any] = {}
+    full: dict[str, Any] = {}  # this run's params of the full profile only (a released file)
 
 
 class Pretrain(BaseModel):
@@ -129,6 +130,7 @@ class Pretrain(BaseModel):
 
     params: dict[str, Any] = {}
     smoke: dict[str, Any] = {}
+    full: dict[str, Any] = {}
 
 
 class Embedder(BaseModel):
@@ -142,6 +144,7 @@ class Embedder(BaseModel):
     weights: list[Weight] = []
     params: dict[str, Any] = {}
     smoke: dict[str, Any] = {}
+    full: dict[str, Any] = {}
 
 
 class ModelRecipe(BaseModel):
@@ -152,6 +155,7 @@ class ModelRecipe(BaseModel):
     weights: list[Weight] = []
     params: dict[str, Any] = {}
     smoke: dict[str, Any] = {}
+    full: dict[str, Any] = {}
     runs: list[Run] = Field(min_length=1)
     pretrain: Pretrain | None = None
     slurm: SlurmResources | None = None  # this model's pretrain/train jobs (e.g. EL: longer)

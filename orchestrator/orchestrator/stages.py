@@ -109,8 +109,12 @@ def _weights_input(weights: tuple[Weight, ...]) -> InputRef:
     return InputRef("weights", files=tuple(sorted(w.file for w in weights)))
 
 
-def _merged(base: dict[str, Any], smoke: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    return {**base, **(smoke if profile == "smoke" else {})}
+def _merged(
+    base: dict[str, Any], smoke: dict[str, Any], full: dict[str, Any], profile: Profile
+) -> dict[str, Any]:
+    """The params of a profile: the common table, then the profile's own (`smoke`: small
+    random models; `full`: what only the released files give, such as a checkpoint's name)."""
+    return {**base, **(smoke if profile == "smoke" else full)}
 
 
 def features_input(recipes: Recipes, variant: str) -> InputRef:
@@ -165,7 +169,7 @@ def _embed_stage(
             "hm": images,
             **({"weights": _weights_input(weights)} if profile == "full" and weights else {}),
         },
-        params=_merged(embedder.params, embedder.smoke, profile),
+        params=_merged(embedder.params, embedder.smoke, embedder.full, profile),
         profile=profile,
         weights=weights,
         resources=_resources(recipes, "embed", None),
@@ -207,7 +211,9 @@ def _model_stages(
                 env=model.env,
                 output=f"work/pretrain/{letter}/{run.name}",
                 inputs=dict(run_inputs),
-                params=_merged(model.pretrain.params, model.pretrain.smoke, profile),
+                params=_merged(
+                    model.pretrain.params, model.pretrain.smoke, model.pretrain.full, profile
+                ),
                 run=RunSpec(model=letter, run=run.name, seed=run.seed, features=run.features),
                 profile=profile,
                 weights=weights,
@@ -219,7 +225,10 @@ def _model_stages(
             inputs = dict(run_inputs)
             if fit == "traindev" and model.traindev_epochs_from_train:
                 inputs["train_fit"] = average_inputs[f"run:{run.name}:train"]
-            params = {**_merged(model.params, model.smoke, profile), **run.params}
+            params = {
+                **_merged(model.params, model.smoke, model.full, profile),
+                **_merged(run.params, {}, run.full, profile),
+            }
             identity = RunSpec(
                 model=letter,
                 run=run.name,

@@ -27,6 +27,7 @@ env = "torch"
 weights = [{ file = "uniter-large.pt", source = "https://example.org/uniter-large.pt" }]
 params = { lr = 1e-5, epochs = 5 }
 smoke = { epochs = 1 }
+full = { checkpoint = "uniter-large.pt" }
 
 [[models.U.runs]]
 name = "U36"
@@ -38,6 +39,7 @@ name = "U50"
 seed = 50
 features = "vgattr5050"
 params = { lr = 2e-5 }
+full = { vocab = "vocab.txt" }
 
 [models.O]
 env = "torch"

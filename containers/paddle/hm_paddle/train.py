@@ -247,14 +247,9 @@ def _train_config(spec: StageSpec) -> TrainConfig:
 def _model_and_tokenizer(
     spec: StageSpec, train_rows: list[tuple[str, str, int | None]], feature_dim: int
 ) -> tuple[ErnieVilForHatefulMemes, ErnieTokenizer, dict[str, Any]]:
-    size = spec.params.get("size", "tiny" if spec.profile == "smoke" else "base")
+    size = spec.params.get("size", "base")
     text_only = bool(spec.params.get("text_only", False))
-    if spec.profile == "full":
-        if "params_dir" not in spec.params:
-            raise SpecError(
-                f"stage {spec.stage}: the full profile needs params.params_dir "
-                "(e.g. 'ernie-vil-base/params' under data/weights)"
-            )
+    if "params_dir" in spec.params:  # the released params (the recipe's full table)
         params_dir = spec.path("weights") / spec.params["params_dir"]
         if not params_dir.is_dir():
             raise MissingWeightsError(
@@ -273,14 +268,14 @@ def _model_and_tokenizer(
             "unused upstream heads": report.allowed_keys(HEADS_REASON),
             "random": report.allowed_keys(RANDOM_REASON),
         }
-    else:
+    else:  # a random model over a vocabulary trained on the training texts (smoke)
         vocab_size = int(spec.params.get("smoke_vocab_size", 1000))
         tokenizer = ErnieTokenizer.train((text for _, text, _ in train_rows), vocab_size)
         cfg = ErnieVilConfig.named(
             size, vocab_size=tokenizer.vocab_size, v_feature_size=feature_dim
         )
         model = ErnieVilForHatefulMemes(cfg, text_only=text_only)
-        init = {"random": "all (smoke profile)"}
+        init = {"random": "all (no params_dir)"}
     init["config"] = asdict(cfg)
     return model, tokenizer, init
 
@@ -373,9 +368,10 @@ def _fit_model(spec: StageSpec, feature_dim: int) -> tuple[ErnieVilForHatefulMem
         if not (fit_dir / name).is_file():
             raise HmDataError(f"no {name}; expected what the fit's train stage saved", fit_dir)
     tokenizer = ErnieTokenizer.from_file(fit_dir / "vocab.txt")
-    size = spec.params.get("size", "tiny" if spec.profile == "smoke" else "base")
-    smoke = {"vocab_size": tokenizer.vocab_size} if spec.profile == "smoke" else {}
-    cfg = ErnieVilConfig.named(size, v_feature_size=feature_dim, **smoke)
+    size = spec.params.get("size", "base")
+    # a fit without released params trained its vocabulary: the embedding table is its size
+    trained = {} if "params_dir" in spec.params else {"vocab_size": tokenizer.vocab_size}
+    cfg = ErnieVilConfig.named(size, v_feature_size=feature_dim, **trained)
     model = ErnieVilForHatefulMemes(cfg, text_only=bool(spec.params.get("text_only", False)))
     state = paddle.load(str(fit_dir / "model.pdparams"))
     own = model.state_dict()

@@ -44,24 +44,22 @@ class RegionModelParams:
     the model file reads itself, `RegionFamily.model_params`)."""
 
     size: Size = "large"
-    # "" means None: a TOML smoke table cannot unset a key of the full-profile params
-    checkpoint: str | None = None  # upstream file under data/weights; None: random init
-    vocab: str | None = None  # BERT vocab.txt under data/weights; None: train one (smoke)
+    # the released files (the recipe's full table); without them a random init and a
+    # vocabulary trained on the training texts (the smoke profile)
+    checkpoint: str | None = None  # upstream file under data/weights
+    vocab: str | None = None  # BERT vocab.txt under data/weights
     vocab_size: int = 100  # size of a trained vocabulary
     lowercase: bool = True  # False for U's bert-large-cased vocabulary
     max_len: int = 128
     max_regions: int = 100
     object_tags: bool = False  # O: append the regions' object names as a second segment
-    tag_vocab: str = "objects_vocab.txt"  # the detector's 1600 VG class names, one a line
+    # the detector's 1600 VG class names, one a line, under data/weights (objects_vocab.txt);
+    # None: the class ids stand in for the names
+    tag_vocab: str | None = None
     text_only: bool = False  # ablation: every meme gets zero regions
     itm: bool = True  # pre-training: image-text matching besides masked words
     word_mask_rate: float = 0.15
     region_mask_rate: float = 0.15
-
-    def __post_init__(self) -> None:
-        for name in ("checkpoint", "vocab"):
-            if getattr(self, name) == "":
-                object.__setattr__(self, name, None)
 
     @classmethod
     def from_params(
@@ -108,7 +106,7 @@ def _config(
 def _tag_names(spec: StageSpec, params: RegionModelParams) -> list[str] | None:
     if not params.object_tags:
         return None
-    if "weights" not in spec.inputs:  # smoke: no class-name file; ids stand in for names
+    if params.tag_vocab is None:
         return [f"object{i}" for i in range(1600)]
     path = _weights_file(spec, params.tag_vocab, "object vocabulary")
     # the detector's vocab lists synonyms separated by commas; the first name is the tag

@@ -140,7 +140,7 @@ def test_profile_change_is_a_params_change(tiny_recipes: Path, stages) -> None:
     records = _all_done(stages)
     full = build_stages(load_recipes(tiny_recipes), ("U",), "full")
     reasons = _reasons(full, records)
-    assert reasons["train/U/U36/train"] == "params changed: epochs 1→5"
+    assert reasons["train/U/U36/train"] == "params changed: +checkpoint=uniter-large.pt, epochs 1→5"
     assert reasons["prepare"] == "profile changed: smoke→full"
 
 

@@ -99,6 +99,11 @@ def test_train_params_merge_by_profile(tiny_recipes: Path) -> None:
     full = {s.id: s for s in build_stages(recipes, ("U",), "full")}
     assert smoke["train/U/U36/train"].params["epochs"] == 1
     assert full["train/U/U36/train"].params["epochs"] == 5
+    # the full tables (the model's, the run's) hold what only the released files give
+    assert full["train/U/U36/train"].params["checkpoint"] == "uniter-large.pt"
+    assert full["train/U/U50/train"].params["vocab"] == "vocab.txt"
+    assert "vocab" not in full["train/U/U36/train"].params
+    assert not {"checkpoint", "vocab"} & set(smoke["train/U/U50/train"].params)
     run50 = full["train/U/U50/traindev"]
     assert run50.params["lr"] == 2e-5  # per-run override wins
     assert run50.run == RunSpec(
@@ -144,9 +149,9 @@ def test_train_and_pretrain_stages_pass_the_recipe_params_alone() -> None:
             assert (stage.run.seed, stage.run.features) == (run.seed, run.features)
             if stage.kind == "pretrain":
                 assert model.pretrain is not None
-                own = {**model.pretrain.params, **model.pretrain.smoke}
+                own = {**model.pretrain.params, **model.pretrain.smoke, **model.pretrain.full}
             else:
-                own = {**model.params, **model.smoke, **run.params}
+                own = {**model.params, **model.smoke, **model.full, **run.params, **run.full}
             assert set(stage.params) <= set(own), (stage.id, sorted(set(stage.params) - set(own)))
 
 

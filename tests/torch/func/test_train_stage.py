@@ -19,7 +19,7 @@ from spec_helpers import make_spec
 
 from hm_shared.dataset import read_prepared
 from hm_shared.predictions import read_predictions
-from hm_torch.models.baseline import RESNET152_FILE, RESNET152_URL
+from hm_torch.models.baseline import RESNET152_URL
 
 SMOKE = {
     "backbone": "small_cnn",
@@ -180,11 +180,11 @@ def test_bad_spec_exits_with_its_code(
 
 def test_missing_resnet_weights_exit_3_naming_file_and_url(tiny_data: Path) -> None:
     (tiny_data / "weights").mkdir(exist_ok=True)
-    params = {**SMOKE, "backbone": "resnet152"}
+    params = {**SMOKE, "backbone": "resnet152", "checkpoint": "resnet152-f82ba261.pth"}
     inputs = {"prepared": "work/prepared", "hm": "hm", "weights": "weights"}
     result = _run(_spec(tiny_data, "noweights", params, inputs, profile="full"))
     assert result.returncode == 3, result.stderr
-    assert str(tiny_data / "weights" / RESNET152_FILE) in result.stderr
+    assert str(tiny_data / "weights/resnet152-f82ba261.pth") in result.stderr
     assert RESNET152_URL in result.stderr
 
 

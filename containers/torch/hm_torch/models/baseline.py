@@ -5,8 +5,9 @@ sentence vectors, each projected, concatenated, fused, classified.
     text  → fastText sentence vector (B, text_dim)     → Linear + ReLU → (B, language_dim)
     concat (B, vision_dim + language_dim) → Linear + ReLU → Dropout → Linear → logits (B, 2)
 
-The full profile starts the ResNet from torchvision's ImageNet weights
-(`resnet152-f82ba261.pth`, loaded strictly); the smoke profile uses a small random CNN. The
+The full profile starts the ResNet from torchvision's ImageNet weights (the `checkpoint` of
+the recipe's full table, `resnet152-f82ba261.pth`, loaded strictly); the smoke profile uses a
+small random CNN. The
 `modalities` param drops one branch ("text" / "image" ablations for the learning test).
 """
 
@@ -32,7 +33,6 @@ from hm_torch.models.family import ModelEntry, field_names
 from hm_torch.params import config_from_params
 from hm_torch.text_fasttext import load_vectors, save_vectors, train_sentence_vectors
 
-RESNET152_FILE = "resnet152-f82ba261.pth"
 RESNET152_URL = "https://download.pytorch.org/models/resnet152-f82ba261.pth"
 RESNET152_FEATURES = 2048
 
@@ -42,6 +42,7 @@ class BaselineConfig:
     """Model params of B (recipe `[models.B.params]`); defaults are the full profile."""
 
     backbone: Literal["resnet152", "small_cnn"] = "resnet152"
+    checkpoint: str | None = None  # resnet152's torchvision ImageNet file under data/weights
     image_size: int = 224
     text_dim: int = 300  # fastText vector size
     fasttext_epoch: int = 5
@@ -141,15 +142,16 @@ def build_model(config: BaselineConfig, weights: Path | None) -> BaselineForHate
     return BaselineForHatefulMemes(config, encoder, features)
 
 
-def resnet_weights_path(spec: StageSpec) -> Path:
-    """`<weights>/resnet152-f82ba261.pth`; MissingWeightsError (with the URL) when absent."""
-    if "weights" not in spec.inputs:
+def resnet_weights_path(spec: StageSpec, config: BaselineConfig) -> Path:
+    """`<weights>/<checkpoint>`; MissingWeightsError (with the URL) when absent."""
+    if config.checkpoint is None or "weights" not in spec.inputs:
         raise MissingWeightsError(
-            f"stage {spec.stage}: model B with backbone resnet152 needs the input 'weights' "
-            f"(data/weights holding {RESNET152_FILE}); run the full profile through the "
-            'orchestrator, or set backbone = "small_cnn"'
+            f"stage {spec.stage}: model B with backbone resnet152 starts from torchvision's "
+            f"ImageNet weights ({RESNET152_URL}): it needs the param checkpoint (the file under "
+            "data/weights, [models.B.full]) and the input 'weights'; run the full profile "
+            'through the orchestrator, or set backbone = "small_cnn"'
         )
-    path = spec.path("weights") / RESNET152_FILE
+    path = spec.path("weights") / config.checkpoint
     if not path.is_file():
         raise MissingWeightsError(
             f"ImageNet weights of ResNet-152 not found; download {RESNET152_URL} into "
@@ -164,7 +166,7 @@ def build_baseline(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme
     config = BaselineConfig.from_params(params, f"stage {spec.stage}")
     weights = None
     if config.backbone == "resnet152" and config.modalities != "text":
-        weights = resnet_weights_path(spec)
+        weights = resnet_weights_path(spec, config)
     vectors = None if config.modalities == "image" else stage_text_vectors(spec, config, train)
     images = ImageLoader(spec.path("hm"), config.image_size, cache=config.cache_images)
     return ModelKit(
@@ -216,7 +218,6 @@ ENTRY = ModelEntry(build=build_baseline, params=field_names(BaselineConfig))
 
 __all__ = [
     "ENTRY",
-    "RESNET152_FILE",
     "RESNET152_URL",
     "BaselineConfig",
     "BaselineForHatefulMemes",

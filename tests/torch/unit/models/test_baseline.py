@@ -12,7 +12,6 @@ from torchvision.models import resnet152
 from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
 from hm_shared.spec import StageSpec
 from hm_torch.models.baseline import (
-    RESNET152_FILE,
     RESNET152_URL,
     BaselineConfig,
     build_model,
@@ -20,6 +19,7 @@ from hm_torch.models.baseline import (
     resnet_weights_path,
 )
 
+RESNET152_FILE = "resnet152-f82ba261.pth"  # as torchvision names it (the recipe's checkpoint)
 SMALL = {
     "backbone": "small_cnn",
     "small_cnn_width": 4,
@@ -92,12 +92,16 @@ def _spec(tmp_path: Path, inputs: dict[str, str]) -> StageSpec:
 
 def test_missing_weights_name_file_and_url(tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
+    config = BaselineConfig(checkpoint=RESNET152_FILE)
     with pytest.raises(MissingWeightsError) as info:
-        resnet_weights_path(_spec(tmp_path, {"weights": "weights"}))
+        resnet_weights_path(_spec(tmp_path, {"weights": "weights"}), config)
     message = str(info.value)
     assert str(tmp_path / "weights" / RESNET152_FILE) in message and RESNET152_URL in message
-    with pytest.raises(MissingWeightsError, match="needs the input 'weights'"):
-        resnet_weights_path(_spec(tmp_path, {}))
+    needs = r"needs the param checkpoint \(the file under data/weights, \[models.B.full\]\)"
+    with pytest.raises(MissingWeightsError, match=needs):
+        resnet_weights_path(_spec(tmp_path, {}), config)
+    with pytest.raises(MissingWeightsError, match=needs):  # no checkpoint named
+        resnet_weights_path(_spec(tmp_path, {"weights": "weights"}), BaselineConfig())
 
 
 def test_unknown_param_lists_the_valid_ones() -> None:

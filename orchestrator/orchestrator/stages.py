@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hm_shared.spec import RunSpec, StageKind
+from hm_shared.spec import WEIGHT_INPUT, RunSpec, StageKind
 from orchestrator.datadir import TIMINGS_FILE
 from orchestrator.recipes import DETECTOR_WEIGHTS, Recipes, Weight
 
@@ -105,8 +105,13 @@ class StageDef:
         return sorted({ref.producer for ref in self.inputs.values() if ref.producer})
 
 
-def _weights_input(weights: tuple[Weight, ...]) -> InputRef:
-    return InputRef("weights", files=tuple(sorted(w.file for w in weights)))
+def _weight_inputs(weights: tuple[Weight, ...], profile: Profile) -> dict[str, InputRef]:
+    """One input per weight file the recipe lists (`weights:<file>`, read by the stage with
+    `spec.weight`), full profile only: the smoke profile reads no released file, so a file
+    dropped into data/weights never changes a smoke key."""
+    if profile != "full":
+        return {}
+    return {f"{WEIGHT_INPUT}{w.file}": InputRef(f"weights/{w.file}") for w in weights}
 
 
 def _merged(
@@ -140,14 +145,13 @@ def _extract_stage(
         kind="extract",
         env="extract",
         output=f"work/features/{weights}",
-        inputs={
-            "prepared": prepared,
-            "hm": images,
-            # the smoke detector is random: a pickle dropped into data/weights must not
-            # change its key
-            **({"weights": _weights_input((detector,))} if profile == "full" else {}),
+        inputs={"prepared": prepared, "hm": images, **_weight_inputs((detector,), profile)},
+        # `detector`: the released file (full profile); without it the detector is random
+        params={
+            "weights": weights,
+            "variants": variants,
+            **({"detector": detector.file} if profile == "full" else {}),
         },
-        params={"weights": weights, "variants": variants},
         profile=profile,
         weights=(detector,),
         resources=_resources(recipes, "extract", None),
@@ -167,7 +171,7 @@ def _embed_stage(
         inputs={
             "prepared": prepared,
             "hm": images,
-            **({"weights": _weights_input(weights)} if profile == "full" and weights else {}),
+            **_weight_inputs(weights, profile),
         },
         params=_merged(embedder.params, embedder.smoke, embedder.full, profile),
         profile=profile,
@@ -188,9 +192,7 @@ def _model_stages(
     model = recipes.models[letter]
     stages: list[StageDef] = []
     weights = tuple(model.weights)
-    common: dict[str, InputRef] = {"prepared": prepared}
-    if profile == "full" and weights:
-        common["weights"] = _weights_input(weights)
+    common: dict[str, InputRef] = {"prepared": prepared, **_weight_inputs(weights, profile)}
     average_inputs: dict[str, InputRef] = {}
     if model.embeddings:
         common["embeddings"] = InputRef(

@@ -8,11 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from hm_shared.errors import SpecError
+from hm_shared.errors import MissingWeightsError, SpecError
 from hm_shared.io import atomic_write_text
 
 SPEC_FORMAT_VERSION = 2  # 2: `run` out of `params`; no `context` (timings are an input)
 SPEC_FILE = "spec.json"
+# The input of one weight file (or folder) the recipe lists: "weights:<file>" → weights/<file>
+WEIGHT_INPUT = "weights:"
 # Facts about how a stage's output was made (counters such as the extract stage's detector
 # passes), written beside it: not its content, so left out of the output hash and file list.
 STATS_FILE = "stats.json"
@@ -81,6 +83,31 @@ class StageSpec(BaseModel):
                 f"stage {self.stage}: spec has no input {name!r}; it has {sorted(self.inputs)}"
             )
         return self.root / self.inputs[name]
+
+    def weight(self, file: str, what: str) -> Path:
+        """The weight `file` under data/weights: one the recipe's weights list gives this stage
+        (an input `weights:<file>`), or a folder holding such files (a Hugging Face checkpoint
+        directory). MissingWeightsError naming it when it is not given or not on disk."""
+        given = sorted(
+            n.removeprefix(WEIGHT_INPUT) for n in self.inputs if n.startswith(WEIGHT_INPUT)
+        )
+        if file in given:
+            path = self.path(WEIGHT_INPUT + file)
+        elif any(g.startswith(file.rstrip("/") + "/") for g in given):
+            path = self.root / "weights" / file
+        else:
+            raise MissingWeightsError(
+                f"stage {self.stage}: {what} {file!r} is not among the weight files the recipe "
+                f"gives this stage ({', '.join(given) or 'none: the smoke profile reads none'}); "
+                "list it in the model's `weights` in recipes.toml"
+            )
+        if not path.exists():
+            raise MissingWeightsError(
+                f"{what} not found; `orchestrator weights fetch` downloads it (recipes.toml "
+                "says from where)",
+                path,
+            )
+        return path
 
     def paths_named(self, prefix: str) -> dict[str, Path]:
         """The inputs named `<prefix><name>` as {name: absolute path}, in name order (the

@@ -356,11 +356,11 @@ def _stage_targets(spec: StageSpec) -> list[StoreTarget]:
 def extract_stage(spec: StageSpec) -> None:
     """Stage entry (docs/architecture.md §2): every variant store of one checkpoint, one
     detector pass, into the attempt dir."""
-    expected = {"weights", "variants"}
-    if set(spec.params) != expected:
+    required, optional = {"weights", "variants"}, {"detector"}
+    if not required <= set(spec.params) <= required | optional:
         raise SpecError(
-            f"stage {spec.stage}: extract takes params {sorted(expected)}, got "
-            f"{sorted(spec.params)}"
+            f"stage {spec.stage}: extract takes params {sorted(required)} and optionally "
+            f"{sorted(optional)}, got {sorted(spec.params)}"
         )
     weights = spec.param("weights")
     if weights not in WEIGHT_FILES:
@@ -370,8 +370,15 @@ def extract_stage(spec: StageSpec) -> None:
         )
     targets = _stage_targets(spec)
     items = prepared_images(spec.path("prepared"), spec.path("hm"))
-    smoke = spec.profile == "smoke"
-    weights_file = None if smoke else spec.path("weights") / WEIGHT_FILES[weights]
+    # the released pickle the recipe names (full profile); without one a random detector
+    detector = spec.params.get("detector")
+    smoke = detector is None
+    weights_file = None
+    if detector is not None:
+        try:
+            weights_file = spec.weight(str(detector), "detector weights")
+        except MissingWeightsError as exc:
+            raise MissingWeightsError(f"{exc}; download {WEIGHT_URLS[weights]}") from exc
     device = resolve_device(spec.device)
     summary = run_extraction(
         items,

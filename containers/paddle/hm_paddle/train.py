@@ -250,14 +250,17 @@ def _model_and_tokenizer(
     size = spec.params.get("size", "base")
     text_only = bool(spec.params.get("text_only", False))
     if "params_dir" in spec.params:  # the released params (the recipe's full table)
-        params_dir = spec.path("weights") / spec.params["params_dir"]
+        name = str(spec.params["params_dir"]).rstrip("/")
+        params_dir = spec.weight(name, "ERNIE-ViL params directory")
         if not params_dir.is_dir():
             raise MissingWeightsError(
-                "ERNIE-ViL params directory not found; unpack the released tarball "
-                "(recipes.toml [models.ES]/[models.EL] weights) under data/weights",
+                "not a directory; expected the params/ folder of the released tarball "
+                "(recipes.toml [models.ES]/[models.EL] weights)",
                 params_dir,
             )
-        tokenizer = ErnieTokenizer.from_file(params_dir.parent / "vocab.txt")
+        # the vocabulary released beside params/ (its own entry of the recipe's weights)
+        vocab = spec.weight(str(Path(name).parent / "vocab.txt"), "ERNIE-ViL vocabulary")
+        tokenizer = ErnieTokenizer.from_file(vocab)
         cfg = ErnieVilConfig.named(size, v_feature_size=feature_dim)
         model = ErnieVilForHatefulMemes(cfg, text_only=text_only)
         report = load_upstream_params(model, params_dir, spec.params.get("ignore_params", []))

@@ -1,9 +1,10 @@
 """The embed stage (`embed/clip`): frozen CLIP image and text features of every prepared meme,
 the input of model C (Hate-CLIPper).
 
-Inputs: `prepared` (the split files), `hm` (the images), `weights` (full profile: the Hugging
-Face files of the CLIP checkpoint under `data/weights/<model_dir>/`). The smoke profile builds a
-tiny random CLIP (seeded) and a character-level CLIP tokenizer instead: the same code path.
+Inputs: `prepared` (the split files), `hm` (the images), `weights:<file>` (full profile: the
+Hugging Face files of the CLIP checkpoint under `data/weights/<model_dir>/`). The smoke profile
+builds a tiny random CLIP (seeded) and a character-level CLIP tokenizer instead: the same code
+path.
 
 Preprocessing is Hate-CLIPper's: the picture, as RGB, squashed to `image_size`² (PIL bicubic),
 then the CLIP image processor (a no-op resize and crop at that size, rescale, CLIP mean/std);
@@ -206,7 +207,8 @@ def load_clip(model_dir: Path) -> Any:
     return model
 
 
-def build_encoder(config: EmbedConfig, weights_dir: Path | None, work_dir: Path) -> ClipEncoder:
+def build_encoder(config: EmbedConfig, model_dir: Path | None, work_dir: Path) -> ClipEncoder:
+    """`model_dir`: the Hugging Face checkpoint folder (None: `tiny`, a random CLIP)."""
     from transformers import CLIPImageProcessor, CLIPTokenizer
 
     size = config.image_size
@@ -218,11 +220,10 @@ def build_encoder(config: EmbedConfig, weights_dir: Path | None, work_dir: Path)
         )
         name = "tiny random CLIP"
     else:
-        if weights_dir is None:
+        if model_dir is None:
             raise MissingWeightsError(
-                "the embed stage needs the input 'weights' (data/weights) unless tiny = true"
+                "the embed stage needs the CLIP checkpoint folder (data/weights) unless tiny = true"
             )
-        model_dir = weights_dir / config.model_dir
         model = load_clip(model_dir)
         tokenizer = CLIPTokenizer.from_pretrained(model_dir)
         processor = CLIPImageProcessor.from_pretrained(model_dir)
@@ -334,9 +335,9 @@ def embed_stage(spec: StageSpec) -> None:
 
     device = stage_device(spec)
     memes = stage_memes(spec.path("prepared"))
-    weights = spec.path("weights") if "weights" in spec.inputs else None
+    model_dir = None if config.tiny else spec.weight(config.model_dir, "CLIP checkpoint folder")
     work = spec.output_dir / CHECKPOINT_DIR
-    encoder = build_encoder(config, weights, work)
+    encoder = build_encoder(config, model_dir, work)
     encoder.model.to(device)
     started = time.monotonic()
     encoded = encode_memes(

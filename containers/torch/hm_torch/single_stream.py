@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from hm_shared.dataset import Meme, read_prepared_split
-from hm_shared.errors import HmDataError, MissingWeightsError, SpecError
+from hm_shared.errors import HmDataError, SpecError
 from hm_shared.features import FeatureStore
 from hm_shared.spec import StageSpec
 from hm_torch.checkpoints import native_metadata, save_native
@@ -78,18 +78,6 @@ def _split_family_params(
     return own, RegionModelParams.from_params(shared, where, family.model_params)
 
 
-def _weights_file(spec: StageSpec, name: str, what: str) -> Path:
-    if "weights" not in spec.inputs:
-        raise MissingWeightsError(
-            f"stage {spec.stage}: {what} {name!r} is read from the input 'weights' (data/weights), "
-            "which this spec lacks; the full profile passes it"
-        )
-    path = spec.path("weights") / name
-    if not path.is_file():
-        raise MissingWeightsError(f"{what} not found; see recipes.toml for where to get it", path)
-    return path
-
-
 def _config(
     family: RegionFamily,
     params: RegionModelParams,
@@ -108,7 +96,7 @@ def _tag_names(spec: StageSpec, params: RegionModelParams) -> list[str] | None:
         return None
     if params.tag_vocab is None:
         return [f"object{i}" for i in range(1600)]
-    path = _weights_file(spec, params.tag_vocab, "object vocabulary")
+    path = spec.weight(params.tag_vocab, "object vocabulary")
     # the detector's vocab lists synonyms separated by commas; the first name is the tag
     return [line.split(",")[0] for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -119,7 +107,7 @@ def _tokenizer(
     if vocab_dir is not None:  # a pre-trained model's ids belong to its own vocabulary
         return load_tokenizer(vocab_dir / "vocab.txt", params.lowercase, params.max_len)
     if params.vocab is not None:
-        vocab = _weights_file(spec, params.vocab, "BERT vocabulary")
+        vocab = spec.weight(params.vocab, "BERT vocabulary")
         shutil.copyfile(vocab, spec.output_dir / "vocab.txt")  # predictions need the same ids
         return load_tokenizer(vocab, params.lowercase, params.max_len)
     vocab = train_vocab(texts, spec.output_dir, params.vocab_size, params.lowercase)
@@ -163,7 +151,7 @@ def _build(
     model = cls(config)
     source = pretrained
     if source is None and params.checkpoint is not None:
-        source = _weights_file(spec, params.checkpoint, "pretrained checkpoint")
+        source = spec.weight(params.checkpoint, "pretrained checkpoint")
     if source is not None:
         report = family.load(model, source)
         # the stage log names what was loaded and which heads start from random init

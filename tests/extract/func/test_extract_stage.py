@@ -43,6 +43,7 @@ def _data_root(tmp_path: Path, write_images, sizes: tuple[tuple[int, int], ...] 
 
 
 ATTEMPT = "work/.attempts/extract-attr/k1"
+DETECTOR = "faster_rcnn_from_caffe_attr.pkl"
 ATTR_VARIANTS = {
     "vgattr3636": {"min_boxes": 36, "max_boxes": 36},
     "vgattr10100": {"min_boxes": 10, "max_boxes": 100},
@@ -50,12 +51,18 @@ ATTR_VARIANTS = {
 
 
 def _spec(root: Path, profile: str = "smoke", output: str = ATTEMPT) -> Path:
+    """The orchestrator's spec of the stage: the full profile names the released pickle."""
+    detector = {f"weights:{DETECTOR}": f"weights/{DETECTOR}"}
     spec = make_spec(
         "extract/attr",
         root,
         output=output,
-        inputs={"prepared": "work/prepared", "hm": "hm", "weights": "weights"},
-        params={"weights": "attr", "variants": ATTR_VARIANTS},
+        inputs={"prepared": "work/prepared", "hm": "hm", **(detector if profile == "full" else {})},
+        params={
+            "weights": "attr",
+            "variants": ATTR_VARIANTS,
+            **({"detector": DETECTOR} if profile == "full" else {}),
+        },
         profile=profile,
     )
     path = root / f"spec-{profile}-{Path(output).name}.json"

@@ -13,8 +13,8 @@ from orchestrator.stages import StageDef, build_stages
 HASHES = Fingerprints(
     inputs={
         "hm": "h-hm",
-        "weights[faster_rcnn_from_caffe_attr.pkl]": "h-det",
-        "weights[uniter-large.pt]": "h-uniter",
+        "weights/faster_rcnn_from_caffe_attr.pkl": "h-det",
+        "weights/uniter-large.pt": "h-uniter",
     },
     env_locks={"host": "lock-host", "extract": "lock-extract", "torch": "lock-torch"},
     code={"host": "code-host", "extract": "code-extract", "torch": "code-torch"},

@@ -51,12 +51,19 @@ def test_extract_stage_contract(tiny_recipes: Path) -> None:
     assert {k: v.path for k, v in extract.inputs.items()} == {
         "prepared": "work/prepared",
         "hm": "hm",
-        "weights": "weights",
+        "weights:faster_rcnn_from_caffe_attr.pkl": "weights/faster_rcnn_from_caffe_attr.pkl",
     }
-    assert extract.inputs["weights"].files == ("faster_rcnn_from_caffe_attr.pkl",)
+    assert extract.params["detector"] == "faster_rcnn_from_caffe_attr.pkl"
+    smoke = next(
+        s
+        for s in build_stages(load_recipes(tiny_recipes), ("U",), "smoke")
+        if s.id == "extract/attr"
+    )
+    assert "detector" not in smoke.params and set(smoke.inputs) == {"prepared", "hm"}
     # every attr variant of the recipes, not only the ones U reads: a model added later that
     # needs another one runs no detector pass
     assert extract.params == {
+        "detector": "faster_rcnn_from_caffe_attr.pkl",
         "weights": "attr",
         "variants": {
             "vgattr3636": {"min_boxes": 36, "max_boxes": 36},
@@ -115,8 +122,11 @@ def test_train_params_merge_by_profile(tiny_recipes: Path) -> None:
         valid=None,
         features="vgattr5050",
     )
-    assert "weights" in full["train/U/U36/train"].inputs
-    assert "weights" not in smoke["train/U/U36/train"].inputs  # smoke never reads weights
+    # one input per weight file of the recipe, named by it; smoke reads no released file
+    assert full["train/U/U36/train"].inputs["weights:uniter-large.pt"].path == (
+        "weights/uniter-large.pt"
+    )
+    assert not [n for n in smoke["train/U/U36/train"].inputs if n.startswith("weights")]
 
 
 def test_required_weights_lists_detector_and_model_files(tiny_recipes: Path) -> None:
@@ -175,7 +185,6 @@ def test_c_reads_one_embed_stage_and_no_region_features() -> None:
         0,
     )
     full = {s.id: s for s in build_stages(recipes, ("C", "B"), "full")}
-    files = full["embed/clip"].inputs["weights"].files
-    assert files is not None and "clip-vit-large-patch14/model.safetensors" in files
-    assert "weights" not in full["train/C/C1/train"].inputs  # C reads vectors only
+    assert "weights:clip-vit-large-patch14/model.safetensors" in full["embed/clip"].inputs
+    assert not [n for n in full["train/C/C1/train"].inputs if n.startswith("weights")]  # vectors
     assert [s.id for s in build_stages(recipes, ("C", "B"), "full")].count("embed/clip") == 1

@@ -144,7 +144,16 @@ def test_full_profile_without_weights_is_a_data_error(data_root: Path) -> None:
     params = _train_params(size="large", checkpoint="uniter-large.pt", vocab="vocab.txt")
     result = _run(data_root, "train", "train-U-full", TRAIN_INPUTS, params, "U")
     assert result.returncode == 3
-    assert "vocab.txt" in result.stderr and "'weights'" in result.stderr
+    assert "BERT vocabulary 'vocab.txt' is not among the weight files the recipe gives" in " ".join(
+        result.stderr.split()
+    )
+    given = {
+        "weights:vocab.txt": "weights/vocab.txt",
+        "weights:uniter-large.pt": "weights/uniter-large.pt",
+    }
+    result = _run(data_root, "train", "train-U-full2", {**TRAIN_INPUTS, **given}, params, "U")
+    assert result.returncode == 3  # given, but not on disk: named, with where to get it
+    assert f"{data_root / 'weights/vocab.txt'}: BERT vocabulary not found" in result.stderr
 
 
 def test_unknown_model_param_is_named(data_root: Path) -> None:
@@ -190,7 +199,8 @@ def test_x_pretrain_starts_from_a_released_lxmert_file(data_root: Path) -> None:
         "r_layers": 2,
         "itm": False,
     }
-    inputs = {**TRAIN_INPUTS, "weights": "weights"}
+    given = ("lxr/Epoch18_LXRT.pth", "vocab.txt")  # the recipe's weights list
+    inputs = {**TRAIN_INPUTS, **{f"weights:{f}": f"weights/{f}" for f in given}}
     result = _run(data_root, "pretrain", "pretrain-X-released", inputs, params, "X")
     assert result.returncode == 0, result.stderr
     log = " ".join(result.stderr.split())

@@ -181,7 +181,8 @@ def test_bad_spec_exits_with_its_code(
 def test_missing_resnet_weights_exit_3_naming_file_and_url(tiny_data: Path) -> None:
     (tiny_data / "weights").mkdir(exist_ok=True)
     params = {**SMOKE, "backbone": "resnet152", "checkpoint": "resnet152-f82ba261.pth"}
-    inputs = {"prepared": "work/prepared", "hm": "hm", "weights": "weights"}
+    weight = {"weights:resnet152-f82ba261.pth": "weights/resnet152-f82ba261.pth"}
+    inputs = {"prepared": "work/prepared", "hm": "hm", **weight}
     result = _run(_spec(tiny_data, "noweights", params, inputs, profile="full"))
     assert result.returncode == 3, result.stderr
     assert str(tiny_data / "weights/resnet152-f82ba261.pth") in result.stderr

@@ -53,7 +53,7 @@ def _pictures() -> list[Image.Image]:
 
 def test_columns_equal_clipmodel_features_per_item(checkpoint: Path, tmp_path: Path) -> None:
     config = EmbedConfig(model_dir=checkpoint.name, image_size=32)
-    encoder = build_encoder(config, checkpoint.parent, tmp_path)
+    encoder = build_encoder(config, checkpoint, tmp_path)
     pictures = _pictures()
     columns = encoder.encode(encoder.inputs(pictures, TEXTS), torch.device("cpu"))
     assert encoder.inputs(pictures, TEXTS)["input_ids"].shape[1] == 77  # padded to the longest
@@ -98,7 +98,7 @@ def test_a_missing_file_names_it_and_the_fetch_command(checkpoint: Path, tmp_pat
     partial.mkdir()
     (partial / "config.json").write_bytes((checkpoint / "config.json").read_bytes())
     with pytest.raises(MissingWeightsError, match=r"model\.safetensors.*weights fetch"):
-        build_encoder(EmbedConfig(model_dir="clip-tiny"), tmp_path, tmp_path / "work")
+        build_encoder(EmbedConfig(), tmp_path / "clip-tiny", tmp_path / "work")
 
 
 def test_a_renamed_weight_is_an_error_naming_the_key(checkpoint: Path, tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_a_renamed_weight_is_an_error_naming_the_key(checkpoint: Path, tmp_path:
     state["text_projection.renamed"] = state.pop("text_projection.weight")
     save_file(state, copy / "model.safetensors")
     with pytest.raises(HmDataError, match=r"text_projection\.weight.*text_projection\.renamed"):
-        build_encoder(EmbedConfig(model_dir="clip-tiny"), tmp_path, tmp_path / "work")
+        build_encoder(EmbedConfig(), tmp_path / "clip-tiny", tmp_path / "work")
 
 
 def test_the_store_reads_back_rows_by_id_and_names_absent_ones(tmp_path: Path) -> None:

@@ -143,22 +143,18 @@ def build_model(config: BaselineConfig, weights: Path | None) -> BaselineForHate
 
 
 def resnet_weights_path(spec: StageSpec, config: BaselineConfig) -> Path:
-    """`<weights>/<checkpoint>`; MissingWeightsError (with the URL) when absent."""
-    if config.checkpoint is None or "weights" not in spec.inputs:
+    """The torchvision ImageNet file the recipe names (`checkpoint`); MissingWeightsError
+    (with its URL) when it is not named, not given to the stage or not on disk."""
+    if config.checkpoint is None:
         raise MissingWeightsError(
             f"stage {spec.stage}: model B with backbone resnet152 starts from torchvision's "
-            f"ImageNet weights ({RESNET152_URL}): it needs the param checkpoint (the file under "
-            "data/weights, [models.B.full]) and the input 'weights'; run the full profile "
-            'through the orchestrator, or set backbone = "small_cnn"'
+            f"ImageNet weights ({RESNET152_URL}): name the file in the param checkpoint "
+            '([models.B.full]), or set backbone = "small_cnn"'
         )
-    path = spec.path("weights") / config.checkpoint
-    if not path.is_file():
-        raise MissingWeightsError(
-            f"ImageNet weights of ResNet-152 not found; download {RESNET152_URL} into "
-            f"{path.parent}",
-            path,
-        )
-    return path
+    try:
+        return spec.weight(config.checkpoint, "ImageNet weights of ResNet-152")
+    except MissingWeightsError as exc:
+        raise MissingWeightsError(f"{exc}; download {RESNET152_URL}") from exc
 
 
 def build_baseline(spec: StageSpec, params: dict[str, Any], train: Sequence[Meme]) -> ModelKit:

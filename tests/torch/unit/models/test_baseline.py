@@ -93,15 +93,15 @@ def _spec(tmp_path: Path, inputs: dict[str, str]) -> StageSpec:
 def test_missing_weights_name_file_and_url(tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
     config = BaselineConfig(checkpoint=RESNET152_FILE)
+    given = {f"weights:{RESNET152_FILE}": f"weights/{RESNET152_FILE}"}
     with pytest.raises(MissingWeightsError) as info:
-        resnet_weights_path(_spec(tmp_path, {"weights": "weights"}), config)
+        resnet_weights_path(_spec(tmp_path, given), config)
     message = str(info.value)
     assert str(tmp_path / "weights" / RESNET152_FILE) in message and RESNET152_URL in message
-    needs = r"needs the param checkpoint \(the file under data/weights, \[models.B.full\]\)"
-    with pytest.raises(MissingWeightsError, match=needs):
+    with pytest.raises(MissingWeightsError, match="not among the weight files the recipe gives"):
         resnet_weights_path(_spec(tmp_path, {}), config)
-    with pytest.raises(MissingWeightsError, match=needs):  # no checkpoint named
-        resnet_weights_path(_spec(tmp_path, {"weights": "weights"}), BaselineConfig())
+    with pytest.raises(MissingWeightsError, match=r"name the file in the param checkpoint"):
+        resnet_weights_path(_spec(tmp_path, given), BaselineConfig())
 
 
 def test_unknown_param_lists_the_valid_ones() -> None:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from hm_shared.errors import HmDataError, HmError, MissingWeightsError
 from orchestrator import cache, weights, weights_lock
-from orchestrator.accepted import check_params
+from orchestrator.accepted import accept_params
 from orchestrator.datadir import DataDir
 from orchestrator.errors import EnvBuildError
 from orchestrator.executor import Executor, OnError, Outcome
@@ -93,8 +93,8 @@ def select_stages(
     recipes = load_recipes(settings.recipes)
     models = recipes.select(selection.models)
     stages = build_stages(recipes, models, selection.profile, selection.topk)
-    check_params(stages, settings.repo, settings.recipes)  # before anything runs
-    return models, stages
+    # before anything runs: a misspelt param stops plan; the engine's settings are told apart
+    return models, accept_params(stages, settings.repo, settings.recipes)
 
 
 def missing_weights(data: DataDir, stages: list[StageDef]) -> list[Weight]:

@@ -1,9 +1,9 @@
 """Cache keys (docs/architecture.md §4): sha256 of canonical JSON over what determines a stage.
 
-Key parts: kind, env, params, run, profile, input content hashes, the env's lock-file hash and the
-code version (sha256 of the .py sources of hm_shared + hm_<env>). Paths, the runtime, the
-device and the run-facts inputs (the report's timings) stay out, so local/docker and CPU/GPU
-share cache entries.
+Key parts: kind, env, params, engine, run, profile, input content hashes, the env's lock-file
+hash and the code version (sha256 of the .py sources of hm_shared + hm_<env>). Paths, the
+runtime, the device and the run-facts inputs (the report's timings) stay out, so local/docker
+and CPU/GPU share cache entries.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def key_parts(
         "kind": stage.kind,
         "env": stage.env,
         "params": stage.params,
+        "engine": stage.engine,
         "run": stage.run.model_dump(mode="json") if stage.run else None,
         "profile": stage.profile,
         "inputs": dict(sorted(input_hashes.items())),

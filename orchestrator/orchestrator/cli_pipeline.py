@@ -191,6 +191,7 @@ def plan_command(
         click.echo(f"{p.stage.id:<{width}}  {p.action:<6}  {p.reason}{_job(result.data, p)}")
         if show_config:
             params = json.dumps(p.stage.params, sort_keys=True)
+            engine = json.dumps(p.stage.engine, sort_keys=True)
             inputs = json.dumps({k: v.path for k, v in p.stage.inputs.items()}, sort_keys=True)
             click.echo(
                 f"{'':<{width}}  env={p.stage.env} profile={p.stage.profile} "
@@ -198,6 +199,8 @@ def plan_command(
             )
             click.echo(f"{'':<{width}}  inputs={inputs}")
             click.echo(f"{'':<{width}}  params={params}")
+            if p.stage.engine:
+                click.echo(f"{'':<{width}}  engine={engine}")
             if p.stage.run:
                 click.echo(f"{'':<{width}}  run={p.stage.run.model_dump_json()}")
     runs = sum(p.action == "run" for p in result.planned)

@@ -251,6 +251,7 @@ class Executor:
             output=record.attempt,
             inputs={name: ref.path for name, ref in stage.inputs.items()},
             params=stage.params,
+            engine=stage.engine,
             run=stage.run,
             profile=stage.profile,
             device="cuda" if gpu or slurm_gpus else "cpu",

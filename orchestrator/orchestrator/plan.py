@@ -85,8 +85,11 @@ def decide(
     if old.get("kind") != parts["kind"] or old.get("env") != parts["env"]:
         was, now = f"{old.get('env')}/{old.get('kind')}", f"{parts['env']}/{parts['kind']}"
         return "run", f"stage changed: {was}→{now}"
-    if old.get("params") != parts["params"]:
-        return "run", f"params changed: {_params_diff(old.get('params', {}), parts['params'])}"
+    # the recipe's one table, whichever part (model, engine) each name went to
+    old_params = {**old.get("params", {}), **old.get("engine", {})}
+    new_params = {**parts["params"], **parts["engine"]}
+    if old_params != new_params:
+        return "run", f"params changed: {_params_diff(old_params, new_params)}"
     if old.get("profile") != parts["profile"]:
         return "run", f"profile changed: {old.get('profile')}→{parts['profile']}"
     old_inputs, new_inputs = old.get("inputs", {}), parts["inputs"]

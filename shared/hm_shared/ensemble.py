@@ -46,6 +46,17 @@ def _weights(k: int, weights: ArrayLike | None) -> np.ndarray:
     return w / w.sum()
 
 
+def weighted_sum(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σⱼ wⱼ·matrix[:, j], one column after another: a row's value depends on that row alone.
+    A BLAS `matrix @ weights` may sum a row in another order depending on the row count and the
+    CPU's kernel, and a meme scored alone (`orchestrator predict`) would then differ in the last
+    bit from the same meme scored with its whole split."""
+    out = np.zeros(matrix.shape[0])
+    for j in range(matrix.shape[1]):
+        out += matrix[:, j] * weights[j]
+    return out
+
+
 def simple_average(
     matrix: ArrayLike,
     weights: ArrayLike | None = None,
@@ -73,7 +84,7 @@ def simple_average(
         m = np.where(hi > lo, (m - lo) / span, 0.5)
         if reference is not None:
             m = np.clip(m, 0.0, 1.0)
-    return (m**power) @ w  # (n,)
+    return weighted_sum(m**power, w)  # (n,)
 
 
 def rank_average(
@@ -103,7 +114,7 @@ def rank_average(
             upto = np.searchsorted(ref[:, j], m[:, j], side="right")
             # the mean of the tied positions; a value above every reference one ranks first
             ranks[:, j] = np.minimum((below + 1 + upto) / 2, ref.shape[0]) / ref.shape[0]
-    return ranks @ w
+    return weighted_sum(ranks, w)
 
 
 def _fast_auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -341,7 +352,7 @@ def _round_blends(
             simple_average(m, normalize=True, reference=reference),
             simple_average(m, power=2, normalize=True, reference=reference),
             rank_average(m, reference=reference),
-            np.clip(m @ sx_weights, 0.0, 1.0),
+            np.clip(weighted_sum(m, sx_weights), 0.0, 1.0),
         ],
         axis=1,
     )
@@ -378,7 +389,7 @@ def apply_ensemble(
         kept = list(rounds[1]["columns"])
         columns = stacked[:, [candidates.index(c) for c in kept]]
         second = np.array([rounds[1]["sx_weights"][c] for c in kept])
-        final = np.clip(columns @ second, 0.0, 1.0)
+        final = np.clip(weighted_sum(columns, second), 0.0, 1.0)
     proba = np.clip(final, 0.0, 1.0)
     label = (proba >= float(summary["threshold"])).astype(np.int64)
     return Predictions(ids, proba, label, "ensemble of " + ", ".join(names))

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hm_shared.errors import MissingWeightsError, SpecError
 from hm_shared.io import atomic_write_text
 
-SPEC_FORMAT_VERSION = 2  # 2: `run` out of `params`; no `context` (timings are an input)
+# 2: `run` out of `params`, no `context` (timings are an input); 3: `engine` out of `params`
+SPEC_FORMAT_VERSION = 3
 SPEC_FILE = "spec.json"
 # The input of one weight file (or folder) the recipe lists: "weights:<file>" → weights/<file>
 WEIGHT_INPUT = "weights:"
@@ -51,8 +52,17 @@ class RunSpec(BaseModel):
 
 
 class StageSpec(BaseModel):
-    """`params` are the recipe's params of the stage (the model's and its engine's); `run`
-    is set on the stages of one model run and on no other."""
+    """What one stage process is told. Its parts:
+
+    - `run`: which model run it is (set on the stages of one model run and on no other);
+    - `params`: the recipe's params of the stage (a model's hyper-parameters, a feature
+      variant's box counts);
+    - `engine`: the training engine's settings (`lr`, `epochs`, `batch_size`, …) that the
+      recipe gives beside the model's params, told apart by the environment's published table
+      (`hm_shared.accepted`); empty on stages that train nothing;
+    - `inputs`: every path the stage reads, by name, the weight files the recipe lists among
+      them (`weight`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,6 +74,7 @@ class StageSpec(BaseModel):
     output: str
     inputs: dict[str, str] = {}
     params: dict[str, Any] = {}
+    engine: dict[str, Any] = {}
     run: RunSpec | None = None
     profile: Literal["smoke", "full"] = "smoke"
     device: Literal["cpu", "cuda"] = "cpu"

@@ -231,17 +231,20 @@ def check_params(spec: StageSpec) -> None:
             f"stage {spec.stage}: model {letter!r} is not a model of hm_paddle; valid: "
             f"{sorted(MODELS)}"
         )
-    known = {*ENGINE_PARAMS, *MODEL_PARAMS}
-    unknown = sorted(set(spec.params) - known)
-    if unknown:
-        raise SpecError(
-            f"stage {spec.stage}: unknown param(s) {unknown} for ERNIE-ViL; valid: {sorted(known)}"
-        )
+    valid = f"model params {sorted(MODEL_PARAMS)}, engine settings {sorted(ENGINE_PARAMS)}"
+    for part, given, known in (
+        ("param", spec.params, set(MODEL_PARAMS)),
+        ("engine setting", spec.engine, ENGINE_PARAMS),
+    ):
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise SpecError(
+                f"stage {spec.stage}: unknown {part}(s) {unknown} for ERNIE-ViL; valid: {valid}"
+            )
 
 
 def _train_config(spec: StageSpec) -> TrainConfig:
-    values = {k: spec.params[k] for k in ENGINE_PARAMS if k in spec.params}
-    return TrainConfig(**values, seed=spec.model_run.seed)
+    return TrainConfig(**spec.engine, seed=spec.model_run.seed)
 
 
 def _model_and_tokenizer(

@@ -1,8 +1,9 @@
 """The recipe params each torch stage accepts, published for the orchestrator's plan-time check.
 
 The orchestrator must not import torch, so the table is a file, `accepted_params.json` beside
-this module: `{kind: {model letter: [param, …]}}`. A test keeps it equal to what the stages
-accept; after changing a config, rewrite it with `python -m hm_torch.accepted --write`.
+this module: `{kind: {model letter: {"model": [param, …], "engine": [setting, …]}}}` (the
+engine's are `TrainConfig`'s fields). A test keeps it equal to what the stages accept; after
+changing a config, rewrite it with `python -m hm_torch.accepted --write`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hm_shared.accepted import FILE_NAME, main, table_text
+from hm_shared.accepted import FILE_NAME, Table, accepted, main, table_text
 from hm_torch.clip_embed import EmbedConfig
 from hm_torch.engine import ENGINE_PARAMS
 from hm_torch.models import MODELS
@@ -19,12 +20,12 @@ from hm_torch.models.family import field_names
 PUBLISHED = Path(__file__).with_name(FILE_NAME)
 
 
-def accepted_params() -> dict[str, dict[str, list[str]]]:
-    common = ENGINE_PARAMS
+def accepted_params() -> Table:
+    models = sorted(MODELS.items())
     return {
-        "train": {m: sorted(common | e.params) for m, e in sorted(MODELS.items())},
-        "pretrain": {m: sorted(common | e.params) for m, e in sorted(MODELS.items()) if e.pretrain},
-        "embed": {"*": sorted(field_names(EmbedConfig))},
+        "train": {m: accepted(e.params, ENGINE_PARAMS) for m, e in models},
+        "pretrain": {m: accepted(e.params, ENGINE_PARAMS) for m, e in models if e.pretrain},
+        "embed": {"*": accepted(field_names(EmbedConfig))},  # no training engine
     }
 
 

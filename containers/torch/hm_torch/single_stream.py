@@ -223,7 +223,7 @@ class PretrainingLoss:
 
 def _pretrainer(family: RegionFamily) -> Pretrainer:
     def pretrain(spec: StageSpec) -> None:
-        from hm_torch.train import split_params, stage_device
+        from hm_torch.train import stage_device, train_config
 
         # upstream pre-training: 5 % warm-up, cosine, clip 1, drop_last
         defaults = {
@@ -233,8 +233,8 @@ def _pretrainer(family: RegionFamily) -> Pretrainer:
             "drop_last": True,
             "batch_size": 16,
         }
-        config, model_params = split_params(spec, defaults)
-        own, params = _split_family_params(family, model_params, f"stage {spec.stage}")
+        config = train_config(spec, defaults)
+        own, params = _split_family_params(family, spec.params, f"stage {spec.stage}")
         memes = read_prepared_split(spec.path("prepared"), "pretrain")
         device = stage_device(spec)
         seed_everything(config.seed, device)  # the heads' random init depends on it

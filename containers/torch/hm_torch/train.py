@@ -26,7 +26,6 @@ from hm_shared.fit_outputs import split_metrics, write_split_predictions
 from hm_shared.io import atomic_write_json
 from hm_shared.spec import StageSpec
 from hm_torch.engine import (
-    ENGINE_PARAMS,
     ModelKit,
     TrainConfig,
     Trainer,
@@ -41,18 +40,12 @@ from hm_torch.models.family import ModelEntry
 FITS = ("train", "traindev")
 
 
-def split_params(
-    spec: StageSpec, defaults: Mapping[str, Any] | None = None
-) -> tuple[TrainConfig, dict[str, Any]]:
-    """The engine settings (`defaults` under the recipe's; the seed from the run) and the
-    model's own params."""
-    engine = {k: v for k, v in spec.params.items() if k in ENGINE_PARAMS}
-    model = {k: v for k, v in spec.params.items() if k not in ENGINE_PARAMS}
+def train_config(spec: StageSpec, defaults: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The engine's settings: `defaults` under the recipe's (`spec.engine`), the run's seed."""
     try:
-        config = TrainConfig(**{**(defaults or {}), **engine}, seed=spec.model_run.seed)
+        return TrainConfig(**{**(defaults or {}), **spec.engine}, seed=spec.model_run.seed)
     except (TypeError, ValueError) as exc:
-        raise SpecError(f"stage {spec.stage}: bad train params: {exc}") from exc
-    return config, model
+        raise SpecError(f"stage {spec.stage}: bad engine settings: {exc}") from exc
 
 
 def epochs_of_train_fit(spec: StageSpec, config: TrainConfig) -> TrainConfig:
@@ -104,14 +97,13 @@ def train_stage(spec: StageSpec) -> None:
     if run.fit is None:
         raise SpecError(f"stage {spec.stage}: a train stage's run needs a fit, one of {FITS}")
     fit, predict, valid_split = run.fit, list(run.predict), run.valid
-    config, model_params = split_params(spec)
-    config = epochs_of_train_fit(spec, config)
+    config = epochs_of_train_fit(spec, train_config(spec))
     device = stage_device(spec)
     prepared = spec.path("prepared")
     train_memes = read_prepared_split(prepared, fit)
 
     seed_everything(config.seed, device)  # the builder's random init depends on it
-    kit = build(spec, model_params, train_memes)
+    kit = build(spec, spec.params, train_memes)
     valid = kit.dataset(read_prepared_split(prepared, valid_split)) if valid_split else None
     trainer = Trainer(kit.model, config, kit.collate, work_dir=spec.output_dir, device=device)
     final = trainer.fit(kit.dataset(train_memes), valid)
@@ -192,14 +184,14 @@ def predict_stage(spec: StageSpec) -> None:
     takes the fit's `model.safetensors`. Nothing is trained.
     """
     build = _entry(spec).build
-    config, model_params = split_params(spec)
+    config = train_config(spec)
     device = stage_device(spec)
     run = spec.model_run
     if run.fit is None:
         raise SpecError(f"stage {spec.stage}: a predict stage's run names the fit it scores with")
     train_memes = read_prepared_split(spec.path("run_prepared"), run.fit)
     seed_everything(config.seed, device)
-    kit = build(spec, model_params, train_memes)
+    kit = build(spec, spec.params, train_memes)
     load_fit_weights(kit.model, spec.path("fit") / "model.safetensors")
     model = kit.model.to(device)
     metrics = predict_splits(spec, kit, model, config, device, list(run.predict))
@@ -218,4 +210,4 @@ def pretrain_stage(spec: StageSpec) -> None:
     pretrain(spec)
 
 
-__all__ = ["predict_stage", "pretrain_stage", "split_params", "stage_device", "train_stage"]
+__all__ = ["predict_stage", "pretrain_stage", "stage_device", "train_config", "train_stage"]

@@ -121,7 +121,8 @@ def test_a_toy_model_file_and_recipe_section_plan_and_run(tmp_path: Path) -> Non
     write = [str(VENVS / "torch/bin/python"), "-m", "hm_torch.accepted", "--write"]
     subprocess.run(write, check=True, env=_environ(copy), capture_output=True)
     published = json.loads((copy / "containers/torch/hm_torch/accepted_params.json").read_text())
-    assert "buckets" in published["train"]["Z"] and "Z" not in published["pretrain"]
+    assert "buckets" in published["train"]["Z"]["model"] and "Z" not in published["pretrain"]
+    assert "lr" in published["train"]["Z"]["engine"]
     (tmp_path / "recipes.toml").write_text(dump_toml({"models": {"Z": TOY_RECIPE}}))
     (tmp_path / "data").mkdir()  # `run --synthetic` writes the dataset there
 

@@ -1,5 +1,6 @@
-"""Plan-time param check against the tables the environments publish (the real files of this
-checkout: every shipped recipe passes, a misspelt param is named with its model and stage)."""
+"""Plan-time param check and split against the tables the environments publish (the real files
+of this checkout: every shipped recipe passes, a misspelt param is named with its model and stage,
+the engine's settings reach the stage apart from the model's params)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from recipe_helpers import dump_toml
 
-from orchestrator.accepted import check_params
+from orchestrator.accepted import accept_params
 from orchestrator.api import REPO
 from orchestrator.errors import RecipeError
 from orchestrator.recipes import DEFAULT_RECIPES, load_recipes
@@ -21,7 +22,25 @@ from orchestrator.stages import build_stages
 def test_every_shipped_recipe_passes(profile: str) -> None:
     recipes = load_recipes(DEFAULT_RECIPES)
     stages = build_stages(recipes, tuple(recipes.models), profile)
-    check_params(stages, REPO, DEFAULT_RECIPES)
+    accepted = accept_params(stages, REPO, DEFAULT_RECIPES)
+    assert [s.id for s in accepted] == [s.id for s in stages]
+    for before, after in zip(stages, accepted, strict=True):
+        # a split, nothing lost or added: the recipe's one table is the two parts together
+        assert {**after.params, **after.engine} == before.params, before.id
+        assert not set(after.params) & set(after.engine), before.id
+
+
+def test_the_engine_settings_are_told_apart() -> None:
+    recipes = load_recipes(DEFAULT_RECIPES)
+    stages = build_stages(recipes, ("U", "ES", "C"), "smoke")
+    by_id = {s.id: s for s in accept_params(stages, REPO, DEFAULT_RECIPES)}
+    train_u = next(s for i, s in by_id.items() if i.startswith("train/U/"))
+    assert {"lr", "epochs", "batch_size"} <= set(train_u.engine)
+    assert {"size", "max_len"} <= set(train_u.params) and "lr" not in train_u.params
+    train_es = next(s for i, s in by_id.items() if i.startswith("train/ES/"))
+    assert {"lr", "steps"} <= set(train_es.engine) and "size" in train_es.params
+    assert by_id["embed/clip"].engine == {} and by_id["embed/clip"].params
+    assert by_id["prepare"].engine == {}  # host stages: no table, every param theirs
 
 
 def _with_param(
@@ -53,7 +72,7 @@ def test_a_misspelt_param_is_named(
     path = _with_param(tmp_path, letter, where)
     stages = build_stages(load_recipes(path), (letter,), "smoke")
     with pytest.raises(RecipeError) as info:
-        check_params(stages, REPO, path)
+        accept_params(stages, REPO, path)
     message = str(info.value)
     assert message.startswith(f"{path}: [models.{letter}] gives {kind} param(s) ['learning_rate']")
     assert f"(stage {kind}/{letter}/" in message and "accepted: " in message and "lr" in message
@@ -62,11 +81,12 @@ def test_a_misspelt_param_is_named(
 def test_an_environment_without_a_table_is_not_checked(tmp_path: Path) -> None:
     stages = build_stages(load_recipes(DEFAULT_RECIPES), ("B",), "smoke")
     (tmp_path / "containers/torch/hm_torch").mkdir(parents=True)
-    check_params(stages, tmp_path, DEFAULT_RECIPES)  # no file: the stage itself checks
+    unchecked = accept_params(stages, tmp_path, DEFAULT_RECIPES)  # no file: the stage checks
+    assert unchecked == stages  # and gets every param as the model's
     table = tmp_path / "containers/torch/hm_torch/accepted_params.json"
-    table.write_text(json.dumps({"train": {"U": ["lr"]}}))
+    table.write_text(json.dumps({"train": {"U": {"model": [], "engine": ["lr"]}}}))
     with pytest.raises(RecipeError, match="model B has no train stage in the torch environment"):
-        check_params(stages, tmp_path, DEFAULT_RECIPES)
+        accept_params(stages, tmp_path, DEFAULT_RECIPES)
 
 
 @pytest.mark.parametrize("letter", ["U", "ES"])
@@ -75,4 +95,24 @@ def test_the_run_is_not_a_param(tmp_path: Path, letter: str) -> None:
     path = _with_param(tmp_path, letter, ("smoke",), "seed")
     stages = build_stages(load_recipes(path), (letter,), "smoke")
     with pytest.raises(RecipeError, match=r"gives train param\(s\) \['seed'\]"):
-        check_params(stages, REPO, path)
+        accept_params(stages, REPO, path)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("{not json", "Invalid JSON"),
+        ('{"train": {"B": ["lr"]}}', "train/B"),  # the table before the engine was apart
+        ('{"train": {"B": {"model": [], "optimizer": ["lr"]}}}', "train/B/optimizer"),
+    ],
+)
+def test_an_unreadable_table_is_named(tmp_path: Path, text: str, named: str) -> None:
+    stages = build_stages(load_recipes(DEFAULT_RECIPES), ("B",), "smoke")
+    table = tmp_path / "containers/torch/hm_torch/accepted_params.json"
+    table.parent.mkdir(parents=True)
+    table.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        accept_params(stages, tmp_path, DEFAULT_RECIPES)
+    message = str(info.value)
+    assert message.startswith(f"{table}: not a table of accepted params") and named in message
+    assert "python -m hm_torch.accepted --write" in message

@@ -161,3 +161,26 @@ def test_decide_formats_floats_like_the_recipe() -> None:
     )
     new = {**old, "params": {"lr": 2e-5, "warmup": 3}}
     assert decide(record, new, None) == ("run", "params changed: lr 1e-5→2e-5, +warmup=3")
+
+
+def test_an_engine_setting_change_reads_as_the_recipe_param_it_is() -> None:
+    stage = StageDef(
+        id="s", kind="prepare", env="host", output="o", params={"size": "tiny"}, engine={"lr": 1}
+    )
+    old = key_parts(stage, {}, {"host": "l"}, {"host": "c"})
+    record = Record(
+        stage="s",
+        kind="prepare",
+        status="done",
+        key=stage_key(old),
+        key_parts=old,
+        output="o",
+        attempt="a",
+        log="l",
+        runtime="local",
+        started="t",
+    )
+    assert decide(record, old, None) == ("cached", "cached")
+    new = {**old, "engine": {"lr": 2, "epochs": 3}}
+    assert decide(record, new, None) == ("run", "params changed: +epochs=3, lr 1→2")
+    assert stage_key(new) != stage_key(old)

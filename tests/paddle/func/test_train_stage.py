@@ -67,7 +67,7 @@ def _spec(root: Path, name: str, fit: str, predict: list[str], **params: Any) ->
             "features": "vgattr3636",
             "extra_features": "vgattr10100",
         },
-        params={
+        recipe={
             "size": "tiny",
             "smoke_vocab_size": 100,
             "lr": 1e-3,

@@ -18,20 +18,28 @@ def test_published_table_is_current() -> None:
     )
 
 
-def _spec(params: dict, letter: str = "ES") -> StageSpec:
+def _spec(params: dict, letter: str = "ES", engine: dict | None = None) -> StageSpec:
     run = {"model": letter, "run": f"{letter}1", "seed": 1, "fit": "train"}
-    return make_spec(f"train/{letter}/{letter}1/train", "/d", output="o", params=params, run=run)
+    stage = f"train/{letter}/{letter}1/train"
+    return make_spec(stage, "/d", output="o", params=params, engine=engine or {}, run=run)
 
 
 def test_the_stage_accepts_the_table_and_refuses_the_rest() -> None:
     table = accepted_params()["train"]
     assert sorted(table) == ["EL", "ES"] and table["EL"] == table["ES"]
-    names = table["ES"]
-    check_params(_spec(dict.fromkeys(names, 1)))
+    model, engine = table["ES"]["model"], table["ES"]["engine"]
+    assert {"size", "max_regions"} <= set(model) and {"lr", "steps"} <= set(engine)
+    assert not set(model) & set(engine)
+    check_params(_spec(dict.fromkeys(model, 1), engine=dict.fromkeys(engine, 1)))
+    names = {*model, *engine}
     assert "warmup_step" not in names and "seed" not in names  # the seed is the run's
     for name in ("warmup_step", "seed"):
         with pytest.raises(SpecError, match=f"unknown param\\(s\\) \\['{name}'\\]"):
             check_params(_spec({name: 1}))
+        with pytest.raises(SpecError, match=f"unknown engine setting\\(s\\) \\['{name}'\\]"):
+            check_params(_spec({}, engine={name: 1}))
+    with pytest.raises(SpecError, match=r"unknown param\(s\) \['lr'\]"):  # in the wrong part
+        check_params(_spec({"lr": 1e-5}))
 
 
 def test_a_letter_hm_paddle_has_no_model_for_is_refused() -> None:

@@ -12,6 +12,7 @@ from hm_shared.ensemble import (
     optimize_weights,
     rank_average,
     simple_average,
+    weighted_sum,
 )
 from hm_shared.errors import HmDataError
 from hm_shared.metrics import auroc
@@ -360,3 +361,15 @@ def test_the_stored_ensemble_refuses_other_models() -> None:
     other = {"EL": tests["test_unseen"]["EL"], "X": tests["test_unseen"]["U"]}
     with pytest.raises(HmDataError, match=r"blends models \['EL', 'U'\]; got predictions of"):
         apply_ensemble(summary, other, tests["test_unseen"])
+
+
+@pytest.mark.parametrize("k", [2, 5, 9, 17])
+def test_a_row_sums_alike_alone_or_among_many(k: int) -> None:
+    # what makes `orchestrator predict` give a meme its exact final probability: a row's blend
+    # does not depend on the rows beside it (a BLAS matrix-vector product may)
+    rng = np.random.default_rng(k)
+    m, w = rng.random((1001, k)), rng.random(k)
+    whole = weighted_sum(m, w)
+    alone = [weighted_sum(m[i : i + 1], w)[0] for i in range(0, 1001, 37)]
+    assert alone == whole[::37].tolist()
+    assert_allclose(whole, m @ w, rtol=1e-14)

@@ -27,7 +27,8 @@ def test_a_written_spec_loads_equal(tmp_path: Path, make_spec: Callable[..., Sta
         "train/ES/ES36/traindev",
         tmp_path,
         inputs={"prepared": "work/prepared", "features": "work/features/vgattr3636"},
-        params={"lr": 1e-5},
+        params={"size": "base"},
+        engine={"lr": 1e-5},
         run={
             "model": "ES",
             "run": "ES36",
@@ -42,7 +43,7 @@ def test_a_written_spec_loads_equal(tmp_path: Path, make_spec: Callable[..., Sta
     loaded = load_spec(tmp_path / "spec.json")
     assert loaded == spec and loaded.env == "paddle" and loaded.kind == "train"
     assert loaded.path("features") == tmp_path / "work/features/vgattr3636"
-    assert loaded.param("lr") == 1e-5
+    assert loaded.param("size") == "base" and loaded.engine == {"lr": 1e-5}
     assert loaded.model_run.predict == ("test_unseen",) and loaded.model_run.valid is None
 
 
@@ -71,6 +72,7 @@ def test_another_format_version_is_refused(
         ({"env": "tensorflow"}, "env"),
         ({"profile": "medium"}, "profile"),
         ({"params_extra": {}}, "params_extra"),  # a field this code does not know
+        ({"engine": ["lr"]}, "engine"),
         ({"inputs": {"prepared": 3}}, "inputs.prepared"),
         ({"run": {"model": "U", "run": "U36", "seed": 36, "fit": "dev"}}, "run.fit"),
         ({"run": {"model": "U", "run": "U36"}}, "run.seed"),
@@ -92,7 +94,7 @@ def test_an_input_or_param_the_spec_lacks_is_named(
     spec = load_spec(_written(tmp_path, make_spec))
     with pytest.raises(SpecError, match=r"spec has no input 'features'; it has \['prepared'\]"):
         spec.path("features")
-    with pytest.raises(SpecError, match=r"stage train/U/U36/train: spec has no param 'lr'"):
-        spec.param("lr")
+    with pytest.raises(SpecError, match=r"stage train/U/U36/train: spec has no param 'size'"):
+        spec.param("size")
     with pytest.raises(SpecError, match=r"train/U/U36/train: a train stage's spec needs `run`"):
         assert spec.model_run

@@ -48,7 +48,7 @@ def _dev_auroc(root: Path, modalities: str) -> float:
         output=f"work/runs/{modalities}",
         inputs={"prepared": "work/prepared", "hm": "hm"},
         run=RUN,
-        params={**PARAMS, "modalities": modalities},
+        recipe={**PARAMS, "modalities": modalities},
     )
     train_stage(spec)
     metrics = json.loads((spec.output_dir / "metrics.json").read_text())

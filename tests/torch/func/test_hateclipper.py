@@ -83,7 +83,7 @@ def _dev_auroc(root: Path, modalities: str, fusion: str = "align") -> float:
         output=f"work/runs/C-{modalities}-{fusion}",
         inputs={"prepared": "work/prepared", "embeddings": "work/embeddings/cues"},
         run=RUN,
-        params={**PARAMS, "modalities": modalities, "fusion": fusion},
+        recipe={**PARAMS, "modalities": modalities, "fusion": fusion},
     )
     train_stage(spec)
     metrics = json.loads((spec.output_dir / "metrics.json").read_text())

@@ -87,7 +87,7 @@ def _run(
     if kind == "train":
         run |= {"fit": "train", "predict": ["dev_seen", "test_seen"], "valid": "dev_seen"}
     spec = make_spec(
-        name, root, kind=kind, env="torch", output=output, inputs=inputs, params=params, run=run
+        name, root, kind=kind, env="torch", output=output, inputs=inputs, recipe=params, run=run
     )
     spec_path = root / f"{name}.json"
     spec.write(spec_path)

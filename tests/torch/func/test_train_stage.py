@@ -56,7 +56,7 @@ def _spec(
         output=f"work/.attempts/{name}",
         profile=profile,
         inputs=inputs if inputs is not None else {"prepared": "work/prepared", "hm": "hm"},
-        params=params,
+        recipe=params,
         run={
             "model": "B",
             "run": "B42",
@@ -211,7 +211,7 @@ def _predict_spec(root: Path, name: str, fit: str) -> Path:
             "hm": "hm",
             "fit": fit,
         },
-        params=SMOKE,
+        recipe=SMOKE,
         run={"model": "B", "run": "B42", "seed": 42, "fit": "train", "predict": ["test_seen"]},
     )
     path = root / "specs" / f"{name}.json"

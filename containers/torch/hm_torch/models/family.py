@@ -27,16 +27,17 @@ if TYPE_CHECKING:
     from hm_torch.models.layers import BertSettings
     from hm_torch.regions import PositionKind
 
-# (stage spec, the model's own params, the training memes) → what the train stage runs
+# (stage spec, its model params `spec.params`, the training memes) → what the train stage runs
 Builder = Callable[["StageSpec", dict[str, Any], "Sequence[Meme]"], "ModelKit"]
 Pretrainer = Callable[["StageSpec"], None]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model letter's stages. `params` are the recipe params its builder reads besides the
-    engine's (`hm_torch.engine.ENGINE_PARAMS`); they are published for the orchestrator's
-    plan-time check (`hm_torch.accepted`). The run (seed, fit, splits) is the spec's `run`."""
+    """One model letter's stages. `params` are the recipe params its builder reads, the
+    model's (`spec.params`); the engine's (`spec.engine`) are `hm_torch.engine.ENGINE_PARAMS`.
+    Both are published for the orchestrator's plan-time check and split (`hm_torch.accepted`).
+    The run (seed, fit, splits) is the spec's `run`."""
 
     build: Builder
     params: frozenset[str]

@@ -72,7 +72,7 @@ class StageDef:
     output: str  # relative to the data root
     inputs: dict[str, InputRef] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
-    # the training engine's settings among the recipe's params; `accepted.split_params` moves
+    # the training engine's settings among the recipe's params; `accepted.accept_params` moves
     # them here by the table the stage's environment publishes
     engine: dict[str, Any] = field(default_factory=dict)
     run: RunSpec | None = None  # which model run (pretrain, train and predict stages)

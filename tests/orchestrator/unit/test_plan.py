@@ -146,19 +146,8 @@ def test_profile_change_is_a_params_change(tiny_recipes: Path, stages) -> None:
 
 def test_decide_formats_floats_like_the_recipe() -> None:
     stage = StageDef(id="s", kind="prepare", env="host", output="o", params={"lr": 1e-5})
-    old = key_parts(stage, {}, {"host": "l"}, {"host": "c"})
-    record = Record(
-        stage="s",
-        kind="prepare",
-        status="done",
-        key=stage_key(old),
-        key_parts=old,
-        output="o",
-        attempt="a",
-        log="l",
-        runtime="local",
-        started="t",
-    )
+    record = _done(stage, {}, HASHES)
+    old = record.key_parts
     new = {**old, "params": {"lr": 2e-5, "warmup": 3}}
     assert decide(record, new, None) == ("run", "params changed: lr 1e-5→2e-5, +warmup=3")
 
@@ -167,19 +156,8 @@ def test_an_engine_setting_change_reads_as_the_recipe_param_it_is() -> None:
     stage = StageDef(
         id="s", kind="prepare", env="host", output="o", params={"size": "tiny"}, engine={"lr": 1}
     )
-    old = key_parts(stage, {}, {"host": "l"}, {"host": "c"})
-    record = Record(
-        stage="s",
-        kind="prepare",
-        status="done",
-        key=stage_key(old),
-        key_parts=old,
-        output="o",
-        attempt="a",
-        log="l",
-        runtime="local",
-        started="t",
-    )
+    record = _done(stage, {}, HASHES)
+    old = record.key_parts
     assert decide(record, old, None) == ("cached", "cached")
     new = {**old, "engine": {"lr": 2, "epochs": 3}}
     assert decide(record, new, None) == ("run", "params changed: +epochs=3, lr 1→2")

@@ -49,6 +49,20 @@ _COLUMNS: tuple[tuple[str, str, str, int | None], ...] = (
     ("attr_conf", "attr_conf.f32", "<f4", 1),
 )
 _INDEX_FIELDS = (("row", "<i8"), ("num_boxes", "<i8"), ("image_h", "<i8"), ("image_w", "<i8"))
+# The lock fds of the writers this process holds. A forked child (a DataLoader worker of the
+# extract stage) closes its copies at once: a flock belongs to the open file, which the child
+# shares, so otherwise a SIGKILLed stage's store stayed locked until its last worker noticed
+# the parent's death (up to 5 s) and the immediate rerun was refused.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        os.close(fd)  # the parent's copy keeps the lock
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 _FORBIDDEN_ID_CHARS = set('\t\n\r"\x00/\\')
 
 
@@ -296,6 +310,7 @@ class FeatureStoreWriter:
             raise HmDataError(
                 "another process is writing this feature store; wait for it to finish", self.root
             ) from exc
+        _HELD_LOCKS.add(self._lock_fd)
         self._fds: dict[str, int] = {}
         try:
             self._open(feature_dim)
@@ -422,6 +437,7 @@ class FeatureStoreWriter:
             os.close(fd)
         self._fds = {}
         if self._lock_fd >= 0:
+            _HELD_LOCKS.discard(self._lock_fd)
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = -1
 

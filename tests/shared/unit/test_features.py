@@ -236,6 +236,36 @@ def test_second_writer_on_the_same_store_is_refused(tmp_path: Path) -> None:
     FeatureStoreWriter(tmp_path / "s", DIM).close()  # released on close
 
 
+_FORKING_WRITER = """
+import os, sys, time
+from hm_shared.features import FeatureStoreWriter
+writer = FeatureStoreWriter(sys.argv[1], 16)
+child = os.fork()  # as a DataLoader worker is forked while the stage writes
+if child == 0:
+    print(os.getpid(), flush=True)  # after the fork hooks ran, as a worker's first batch is
+    time.sleep(120)
+    os._exit(0)
+time.sleep(120)
+"""
+
+
+def test_a_killed_writer_frees_its_store_though_its_forked_child_lives(tmp_path: Path) -> None:
+    # the extract stage SIGKILLed: its DataLoader workers outlive it for a few seconds; the
+    # rerun must get the store at once, not "another process is writing"
+    root = tmp_path / "s"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_WRITER, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    child = int(proc.stdout.readline())
+    try:
+        proc.kill()
+        proc.wait()
+        os.kill(child, 0)  # still alive, holding a copy of every fd it inherited but the lock's
+        FeatureStoreWriter(root, DIM).close()
+    finally:
+        os.kill(child, 9)
+
+
 def test_reopening_with_another_feature_dim_is_refused(tmp_path: Path) -> None:
     write_store(tmp_path / "s", [make_item("00001", 1)])
     with pytest.raises(HmDataError, match=r"store\.json: store holds feature_dim 16, writer asked"):
